@@ -1,0 +1,5 @@
+import sys
+
+from marionet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,13 @@
+"""User-facing errors.
+
+A ``MarionetError`` is a problem with the user's input (a missing or corrupt file, a checkpoint that
+does not match its config, ...). The CLI prints its message on one line and exits with status 2;
+anything else is a bug and keeps its traceback.
+"""
+
+
+class MarionetError(Exception):
+    """Bad input: the message names the file and the problem, on one line."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
