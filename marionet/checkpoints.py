@@ -1,0 +1,121 @@
+"""Reading and writing model weights.
+
+Two formats are read:
+- marionet's own: one safetensors file holding ``generator.*``, ``kp_detector.*`` (and
+  ``discriminator.*``) tensors, with the YAML config in the file's metadata;
+- the official first-order-model / monkey-net ``*.pth.tar``: a ``torch.save``d dict with one
+  state dict per network (possibly with DataParallel ``module.`` prefixes). It is read with
+  ``torch.load(weights_only=True)``, which cannot execute code from the file, and carries no config.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+
+from marionet.errors import MarionetError
+
+FORMAT = "marionet-checkpoint/1"
+NETWORKS = ("generator", "kp_detector", "discriminator")
+
+
+def is_safetensors(path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def read_checkpoint(path) -> tuple[dict[str, dict[str, torch.Tensor]], dict | None, bool]:
+    """-> ({network: state_dict}, config or None, is_official)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MarionetError(f"{path}: no such checkpoint file")
+    if is_safetensors(path):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+            flat = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise MarionetError(f"{path}: corrupt safetensors file ({e})") from None
+        config = json.loads(metadata["config"]) if "config" in metadata else None
+        states: dict[str, dict] = {}
+        for key, tensor in flat.items():
+            network, _, name = key.partition(".")
+            states.setdefault(network, {})[name] = tensor
+        return states, config, False
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # zip/pickle errors, or a pickle that asks for arbitrary code
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            reason = "it holds Python objects other than tensors, refusing to unpickle them"
+        raise MarionetError(f"{path}: not a readable checkpoint ({reason[:200]})") from None
+    if not isinstance(data, dict) or not any(isinstance(data.get(n), dict) for n in NETWORKS):
+        keys = list(data)[:6] if isinstance(data, dict) else type(data).__name__
+        raise MarionetError(f"{path}: not a model checkpoint (no generator/kp_detector state dicts; found {keys})")
+    states = {n: {k.removeprefix("module."): v for k, v in data[n].items()}
+              for n in NETWORKS if isinstance(data.get(n), dict)}
+    return states, None, True
+
+
+def load_weights(model: nn.Module, states: dict, path, official: bool, networks=("generator", "kp_detector")) -> None:
+    """Strictly load the named networks; one-line error listing what does not match."""
+    for name in networks:
+        module = getattr(model, name, None)
+        if module is None:
+            continue
+        if name not in states:
+            raise MarionetError(f"{path}: the checkpoint has no '{name}' weights (it has: {', '.join(states)})")
+        state = model.convert_official(name, states[name]) if official else states[name]
+        _check_match(module, state, name, path)
+        module.load_state_dict(state, strict=True)
+
+
+def _check_match(module: nn.Module, state: dict, name: str, path) -> None:
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch (checkpoint vs config)", shapes)):
+        if items:
+            more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+            problems.append(f"{label}: {', '.join(items[:3])}{more}")
+    if problems:
+        raise MarionetError(f"{path}: does not match the config's {name}: {'; '.join(problems)}")
+
+
+def save_checkpoint(path, model: nn.Module, config: dict) -> None:
+    """Write marionet's safetensors checkpoint atomically (temp file + rename)."""
+    tensors = {}
+    for name in NETWORKS:
+        module = getattr(model, name, None)
+        if module is not None:
+            for key, value in module.state_dict().items():
+                tensors[f"{name}.{key}"] = value.detach().contiguous().cpu()
+    metadata = {"format": FORMAT, "config": json.dumps(config)}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+
+def atomic_write(path, write) -> None:
+    """Call write(tmp_path) for a hidden temp file beside path, then rename it onto path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

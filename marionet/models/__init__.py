@@ -1,0 +1,32 @@
+"""Model families, built from a config by name (a small registry in the spirit of timm).
+
+Every family is an ``nn.Module`` holding ``kp_detector``, ``generator`` and optionally
+``discriminator``, constructed from the official ``model_params`` dict, and providing
+``convert_official(module_name, state_dict)`` that maps an official checkpoint onto its names.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from marionet.errors import MarionetError
+from marionet.models.fomm import FOMM
+
+FAMILIES: dict[str, type[nn.Module]] = {"fomm": FOMM}
+
+
+def family_of(config: dict) -> str:
+    """The config's ``family`` key, else guessed: Monkey-Net generators embed keypoints, FOMM ones do not."""
+    if "family" in config:
+        return str(config["family"]).lower().replace("-", "")
+    generator = config["model_params"].get("generator_params", {})
+    return "monkeynet" if "kp_embedding_params" in generator else "fomm"
+
+
+def build_model(config: dict, source: str = "config", with_discriminator: bool = True) -> nn.Module:
+    family = family_of(config)
+    if family not in FAMILIES:
+        raise MarionetError(f"{source}: unknown model family {family!r} (known: {', '.join(FAMILIES)})")
+    try:
+        return FAMILIES[family](config["model_params"], with_discriminator=with_discriminator)
+    except TypeError as e:  # an unknown or missing key in a *_params section
+        raise MarionetError(f"{source}: model_params do not fit the {family} model ({e})") from None

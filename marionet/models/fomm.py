@@ -1,0 +1,279 @@
+"""First Order Motion Model (Siarohin et al., NeurIPS 2019).
+
+The whole family in one file: keypoint detector with local affine Jacobians, dense-motion network
+with occlusion map, occlusion-aware generator and multi-scale patch discriminator. Module names and
+nesting follow the official first-order-model code so that its checkpoints load by name (see
+``marionet.checkpoints``); constructor arguments are the keys of the official YAML ``model_params``.
+
+Shapes: B batch, K keypoints, C image channels, H x W frame, h x w the dense-motion resolution.
+Keypoints are dicts {"value": (B, K, 2), "jacobian": (B, K, 2, 2)} with (x, y) in [-1, 1].
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from marionet.geometry import heatmap_to_mean, kp2gaussian, make_coordinate_grid
+from marionet.nn.blocks import AntiAliasInterpolation2d, DownBlock2d, Hourglass, ResBlock2d, SameBlock2d, UpBlock2d
+
+
+class KPDetector(nn.Module):
+    """Hourglass -> K softmax heatmaps -> keypoint means (+ a 2x2 Jacobian per keypoint)."""
+
+    def __init__(self, block_expansion, num_kp, num_channels, max_features, num_blocks, temperature,
+                 estimate_jacobian=False, scale_factor=1, single_jacobian_map=False, pad=0):
+        super().__init__()
+        self.predictor = Hourglass(block_expansion, num_channels, num_blocks, max_features)
+        self.kp = nn.Conv2d(self.predictor.out_filters, num_kp, kernel_size=7, padding=pad)
+        if estimate_jacobian:
+            self.num_jacobian_maps = 1 if single_jacobian_map else num_kp
+            self.jacobian = nn.Conv2d(self.predictor.out_filters, 4 * self.num_jacobian_maps, kernel_size=7, padding=pad)
+            # Start from identity Jacobians.
+            self.jacobian.weight.data.zero_()
+            self.jacobian.bias.data.copy_(torch.tensor([1.0, 0.0, 0.0, 1.0] * self.num_jacobian_maps))
+        else:
+            self.jacobian = None
+        self.temperature = temperature
+        self.scale_factor = scale_factor
+        if scale_factor != 1:
+            self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
+
+    def forward(self, x):
+        if self.scale_factor != 1:
+            x = self.down(x)                                          # (B, C, H*s, W*s)
+        features = self.predictor(x)                                  # (B, be+C, h, w)
+        logits = self.kp(features)                                    # (B, K, h', w'), h' = h-6 without padding
+        b, k, h, w = logits.shape
+        heatmap = F.softmax(logits.reshape(b, k, -1) / self.temperature, dim=2).reshape(b, k, h, w)
+        # Coordinates live on the heatmap's own grid (the cropped one when pad=0), as in the official code.
+        out = {"value": heatmap_to_mean(heatmap), "heatmap": heatmap}  # value (B, K, 2)
+        if self.jacobian is not None:
+            maps = self.jacobian(features).reshape(b, self.num_jacobian_maps, 4, h, w)
+            jacobian = (heatmap.unsqueeze(2) * maps).reshape(b, k, 4, -1).sum(-1)
+            out["jacobian"] = jacobian.reshape(b, k, 2, 2)            # (B, K, 2, 2)
+        return out
+
+
+class DenseMotionNetwork(nn.Module):
+    """Sparse keypoint motions -> dense backward flow (driving -> source) and occlusion map.
+
+    The source may have batch 1 while keypoints have batch B (one source, many driving frames).
+    """
+
+    def __init__(self, block_expansion, num_blocks, max_features, num_kp, num_channels,
+                 estimate_occlusion_map=False, scale_factor=1, kp_variance=0.01, align_corners=True):
+        super().__init__()
+        self.hourglass = Hourglass(block_expansion, (num_kp + 1) * (num_channels + 1), num_blocks, max_features)
+        self.mask = nn.Conv2d(self.hourglass.out_filters, num_kp + 1, kernel_size=7, padding=3)
+        self.occlusion = (nn.Conv2d(self.hourglass.out_filters, 1, kernel_size=7, padding=3)
+                          if estimate_occlusion_map else None)
+        self.num_kp = num_kp
+        self.scale_factor = scale_factor
+        self.kp_variance = kp_variance
+        self.align_corners = align_corners
+        if scale_factor != 1:
+            self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
+
+    def sparse_motions(self, h, w, kp_driving, kp_source):
+        """(B, K+1, h, w, 2): identity for the background, then T_k(z) = J_k (z - d_k) + s_k."""
+        grid = make_coordinate_grid(h, w, dtype=kp_source["value"].dtype, device=kp_source["value"].device)
+        b = kp_driving["value"].shape[0]
+        z = grid - kp_driving["value"][:, :, None, None, :]                       # (B, K, h, w, 2)
+        if "jacobian" in kp_driving:
+            jac = kp_source["jacobian"] @ torch.inverse(kp_driving["jacobian"])   # (B, K, 2, 2)
+            z = torch.einsum("bkij,bkhwj->bkhwi", jac, z)
+        to_source = z + kp_source["value"][:, :, None, None, :]
+        return torch.cat([grid.expand(b, 1, h, w, 2), to_source], dim=1)
+
+    def forward(self, source_image, kp_driving, kp_source):
+        if self.scale_factor != 1:
+            source_image = self.down(source_image)                                 # (1|B, C, h, w)
+        _, c, h, w = source_image.shape
+        b, k1 = kp_driving["value"].shape[0], self.num_kp + 1
+        kp_source = {key: v.expand(b, *v.shape[1:]) for key, v in kp_source.items() if key != "heatmap"}
+
+        heat = kp2gaussian(kp_driving["value"], (h, w), self.kp_variance) - kp2gaussian(
+            kp_source["value"], (h, w), self.kp_variance)                          # (B, K, h, w)
+        heat = torch.cat([heat.new_zeros(b, 1, h, w), heat], dim=1).unsqueeze(2)   # (B, K+1, 1, h, w)
+
+        motions = self.sparse_motions(h, w, kp_driving, kp_source)                # (B, K+1, h, w, 2)
+        src = source_image.unsqueeze(1).expand(b, k1, c, h, w).reshape(b * k1, c, h, w)
+        sparse_deformed = F.grid_sample(src, motions.reshape(b * k1, h, w, 2),
+                                        align_corners=self.align_corners).reshape(b, k1, c, h, w)
+
+        # Channels interleaved per motion: [heat_0, R_0, G_0, B_0, heat_1, ...].
+        x = torch.cat([heat, sparse_deformed], dim=2).reshape(b, k1 * (c + 1), h, w)
+        features = self.hourglass(x)
+        mask = F.softmax(self.mask(features), dim=1)                               # (B, K+1, h, w)
+        deformation = torch.einsum("bkhw,bkhwc->bhwc", mask, motions)              # (B, h, w, 2)
+        out = {"sparse_deformed": sparse_deformed, "mask": mask, "deformation": deformation}
+        if self.occlusion is not None:
+            out["occlusion_map"] = torch.sigmoid(self.occlusion(features))         # (B, 1, h, w)
+        return out
+
+
+class OcclusionAwareGenerator(nn.Module):
+    """Encode the source, warp its features by the dense flow, mask occlusions, decode."""
+
+    def __init__(self, num_channels, num_kp, block_expansion, max_features, num_down_blocks,
+                 num_bottleneck_blocks, estimate_occlusion_map=False, dense_motion_params=None,
+                 estimate_jacobian=False, align_corners=True):
+        super().__init__()
+        if dense_motion_params is not None:
+            self.dense_motion_network = DenseMotionNetwork(
+                num_kp=num_kp, num_channels=num_channels, estimate_occlusion_map=estimate_occlusion_map,
+                align_corners=align_corners, **dense_motion_params)
+        else:
+            self.dense_motion_network = None
+        self.first = SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
+        self.down_blocks = nn.ModuleList(
+            DownBlock2d(min(max_features, block_expansion * 2 ** i), min(max_features, block_expansion * 2 ** (i + 1)))
+            for i in range(num_down_blocks))
+        self.up_blocks = nn.ModuleList(
+            UpBlock2d(min(max_features, block_expansion * 2 ** (num_down_blocks - i)),
+                      min(max_features, block_expansion * 2 ** (num_down_blocks - i - 1)))
+            for i in range(num_down_blocks))
+        bottleneck_features = min(max_features, block_expansion * 2 ** num_down_blocks)
+        self.bottleneck = nn.Sequential()
+        for i in range(num_bottleneck_blocks):
+            self.bottleneck.add_module(f"r{i}", ResBlock2d(bottleneck_features))
+        self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=7, padding=3)
+        self.align_corners = align_corners
+
+    def encode_source(self, source_image):
+        """(B, C, H, W) -> (B, F, H/2^D, W/2^D); depends on the source only, so callers may cache it."""
+        out = self.first(source_image)
+        for block in self.down_blocks:
+            out = block(out)
+        return out
+
+    def warp(self, x, deformation):
+        """grid_sample x with a flow given at any resolution (bilinearly resized to x's)."""
+        if deformation.shape[1:3] != x.shape[2:]:
+            deformation = F.interpolate(deformation.permute(0, 3, 1, 2), size=x.shape[2:], mode="bilinear",
+                                        align_corners=False).permute(0, 2, 3, 1)
+        return F.grid_sample(x, deformation, align_corners=self.align_corners)
+
+    def forward(self, source_image, kp_driving, kp_source, source_features=None):
+        """source_image (1|B, C, H, W) -> {"prediction": (B, C, H, W), flow and masks for inspection}."""
+        if source_features is None:
+            source_features = self.encode_source(source_image)
+        b = kp_driving["value"].shape[0]
+        out = source_features.expand(b, *source_features.shape[1:])
+        result = {}
+        if self.dense_motion_network is not None:
+            motion = self.dense_motion_network(source_image, kp_driving, kp_source)
+            result.update(motion)
+            out = self.warp(out, motion["deformation"])
+            if "occlusion_map" in motion:
+                occlusion = motion["occlusion_map"]
+                if occlusion.shape[2:] != out.shape[2:]:
+                    occlusion = F.interpolate(occlusion, size=out.shape[2:], mode="bilinear", align_corners=False)
+                out = out * occlusion
+            result["deformed"] = self.warp(source_image.expand(b, *source_image.shape[1:]), motion["deformation"])
+        out = self.bottleneck(out)
+        for block in self.up_blocks:
+            out = block(out)
+        result["prediction"] = torch.sigmoid(self.final(out))
+        return result
+
+
+class DiscriminatorBlock(nn.Module):
+    """conv 4x4 (no padding, optional spectral norm) -> InstanceNorm -> LeakyReLU(0.2) -> avg-pool."""
+
+    def __init__(self, in_features, out_features, norm=False, kernel_size=4, pool=False, sn=False):
+        super().__init__()
+        self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size)
+        if sn:
+            self.conv = spectral_norm(self.conv)
+        self.norm = nn.InstanceNorm2d(out_features, affine=True) if norm else None
+        self.pool = pool
+
+    def forward(self, x):
+        out = self.conv(x)
+        if self.norm is not None:
+            out = self.norm(out)
+        out = F.leaky_relu(out, 0.2)
+        return F.avg_pool2d(out, 2) if self.pool else out
+
+
+class Discriminator(nn.Module):
+    """PatchGAN; optionally conditioned on the (detached) driving keypoints as Gaussian maps."""
+
+    def __init__(self, num_channels=3, block_expansion=64, num_blocks=4, max_features=512, sn=False,
+                 use_kp=False, num_kp=10, kp_variance=0.01, **unused):
+        super().__init__()
+        self.down_blocks = nn.ModuleList(
+            DiscriminatorBlock(num_channels + num_kp * use_kp if i == 0 else min(max_features, block_expansion * 2 ** i),
+                               min(max_features, block_expansion * 2 ** (i + 1)),
+                               norm=i != 0, kernel_size=4, pool=i != num_blocks - 1, sn=sn)
+            for i in range(num_blocks))
+        self.conv = nn.Conv2d(self.down_blocks[-1].conv.out_channels, 1, kernel_size=1)
+        if sn:
+            self.conv = spectral_norm(self.conv)
+        self.use_kp = use_kp
+        self.kp_variance = kp_variance
+
+    def forward(self, x, kp=None):
+        out = x
+        if self.use_kp:
+            out = torch.cat([out, kp2gaussian(kp["value"], x.shape[2:], self.kp_variance)], dim=1)
+        feature_maps = []
+        for block in self.down_blocks:
+            out = block(out)
+            feature_maps.append(out)
+        return feature_maps, self.conv(out)
+
+
+class MultiScaleDiscriminator(nn.Module):
+    """One Discriminator per image-pyramid scale; inputs and outputs keyed by scale."""
+
+    def __init__(self, scales=(1,), **kwargs):
+        super().__init__()
+        self.scales = list(scales)
+        self.discs = nn.ModuleDict({str(s).replace(".", "-"): Discriminator(**kwargs) for s in self.scales})
+
+    def forward(self, x: dict, kp=None):
+        out = {}
+        for key, disc in self.discs.items():
+            scale = key.replace("-", ".")
+            feature_maps, prediction_map = disc(x["prediction_" + scale], kp)
+            out["feature_maps_" + scale] = feature_maps
+            out["prediction_map_" + scale] = prediction_map
+        return out
+
+
+class FOMM(nn.Module):
+    """The three networks of one FOMM model, built from the official ``model_params`` section."""
+
+    family = "fomm"
+
+    def __init__(self, model_params: dict, with_discriminator: bool = True):
+        super().__init__()
+        common = dict(model_params["common_params"])
+        align_corners = bool(common.pop("align_corners", True))
+        self.kp_detector = KPDetector(**model_params["kp_detector_params"], **common)
+        self.generator = OcclusionAwareGenerator(**model_params["generator_params"], **common,
+                                                 align_corners=align_corners)
+        self.discriminator = (MultiScaleDiscriminator(**model_params["discriminator_params"], **common)
+                              if with_discriminator and "discriminator_params" in model_params else None)
+        self.align_corners = align_corners
+
+    @property
+    def has_jacobian(self) -> bool:
+        return self.kp_detector.jacobian is not None
+
+    @staticmethod
+    def convert_official(module_name: str, state: dict) -> dict:
+        """Official names -> ours. The one transformation: the official discriminator uses the old
+        ``torch.nn.utils.spectral_norm`` hook (``weight_orig/_u/_v``), ours the parametrization."""
+        renames = {"weight_orig": "parametrizations.weight.original",
+                   "weight_u": "parametrizations.weight.0._u",
+                   "weight_v": "parametrizations.weight.0._v"}
+        out = {}
+        for key, value in state.items():
+            prefix, _, leaf = key.rpartition(".")
+            out[f"{prefix}.{renames[leaf]}" if leaf in renames else key] = value
+        return out

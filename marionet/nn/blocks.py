@@ -1,0 +1,155 @@
+"""Convolutional building blocks shared by the model families.
+
+Attribute names (``conv``, ``norm``, ``conv1``, ``norm2``, ``down_blocks``, ``up_blocks`` ...) follow the
+official FOMM code so that its checkpoints load by name.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class DownBlock2d(nn.Module):
+    """conv 3x3 -> BN -> ReLU -> avg-pool 2x2 (halves H and W)."""
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1, groups: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(in_features, out_features, kernel_size, padding=padding, groups=groups)
+        self.norm = nn.BatchNorm2d(out_features, affine=True)
+
+    def forward(self, x):
+        return F.avg_pool2d(F.relu(self.norm(self.conv(x))), 2)
+
+
+class UpBlock2d(nn.Module):
+    """nearest x2 upsampling -> conv 3x3 -> BN -> ReLU."""
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1, groups: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(in_features, out_features, kernel_size, padding=padding, groups=groups)
+        self.norm = nn.BatchNorm2d(out_features, affine=True)
+
+    def forward(self, x):
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return F.relu(self.norm(self.conv(x)))
+
+
+class SameBlock2d(nn.Module):
+    """conv -> BN -> ReLU at constant resolution."""
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1, groups: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(in_features, out_features, kernel_size, padding=padding, groups=groups)
+        self.norm = nn.BatchNorm2d(out_features, affine=True)
+
+    def forward(self, x):
+        return F.relu(self.norm(self.conv(x)))
+
+
+class ResBlock2d(nn.Module):
+    """Pre-activation residual block: x + conv(relu(bn(conv(relu(bn(x))))))."""
+
+    def __init__(self, features: int, kernel_size: int = 3, padding: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(features, features, kernel_size, padding=padding)
+        self.conv2 = nn.Conv2d(features, features, kernel_size, padding=padding)
+        self.norm1 = nn.BatchNorm2d(features, affine=True)
+        self.norm2 = nn.BatchNorm2d(features, affine=True)
+
+    def forward(self, x):
+        out = self.conv1(F.relu(self.norm1(x)))
+        out = self.conv2(F.relu(self.norm2(out)))
+        return out + x
+
+
+class Encoder(nn.Module):
+    """Hourglass encoder: returns [x, e_1, ..., e_n], each half the size of the previous one."""
+
+    def __init__(self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256):
+        super().__init__()
+        self.down_blocks = nn.ModuleList(
+            DownBlock2d(in_features if i == 0 else min(max_features, block_expansion * 2 ** i),
+                        min(max_features, block_expansion * 2 ** (i + 1)))
+            for i in range(num_blocks))
+
+    def forward(self, x):
+        outs = [x]
+        for block in self.down_blocks:
+            outs.append(block(outs[-1]))
+        return outs
+
+
+class Decoder(nn.Module):
+    """Hourglass decoder: upsample, then concatenate [upsampled, skip] at every level."""
+
+    def __init__(self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256):
+        super().__init__()
+        blocks = []
+        for i in reversed(range(num_blocks)):
+            in_filters = (1 if i == num_blocks - 1 else 2) * min(max_features, block_expansion * 2 ** (i + 1))
+            blocks.append(UpBlock2d(in_filters, min(max_features, block_expansion * 2 ** i)))
+        self.up_blocks = nn.ModuleList(blocks)
+        self.out_filters = block_expansion + in_features
+
+    def forward(self, skips: list[torch.Tensor]):
+        skips = list(skips)
+        out = skips.pop()
+        for block in self.up_blocks:
+            out = torch.cat([block(out), skips.pop()], dim=1)
+        return out
+
+
+class Hourglass(nn.Module):
+    """U-Net; output has ``block_expansion + in_features`` channels at the input resolution.
+
+    H and W must be multiples of 2**num_blocks.
+    """
+
+    def __init__(self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256):
+        super().__init__()
+        self.encoder = Encoder(block_expansion, in_features, num_blocks, max_features)
+        self.decoder = Decoder(block_expansion, in_features, num_blocks, max_features)
+        self.out_filters = self.decoder.out_filters
+        self.num_blocks = num_blocks
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x))
+
+
+class AntiAliasInterpolation2d(nn.Module):
+    """Gaussian blur then subsampling by an integer stride (scale = 1/stride).
+
+    The Gaussian (sigma = (1/scale - 1) / 2) is a buffer named ``weight``, as in official checkpoints.
+    Subsampling keeps rows/columns 0, stride, 2*stride, ... (not centred), like the official code.
+    """
+
+    def __init__(self, channels: int, scale: float):
+        super().__init__()
+        sigma = (1 / scale - 1) / 2
+        kernel_size = 2 * round(sigma * 4) + 1
+        self.ka = kernel_size // 2
+        self.kb = self.ka - 1 if kernel_size % 2 == 0 else self.ka
+        mean = (kernel_size - 1) / 2
+        axis = torch.arange(kernel_size, dtype=torch.float32)
+        # scale 1 gives sigma 0; the kernel is then unused (and NaN in official files), keep it finite here.
+        g = torch.exp(-((axis - mean) ** 2) / (2 * sigma ** 2)) if sigma > 0 else torch.ones(kernel_size)
+        kernel = g[:, None] * g[None, :]
+        kernel = kernel / kernel.sum()
+        self.register_buffer("weight", kernel.expand(channels, 1, kernel_size, kernel_size).clone())
+        self.groups = channels
+        self.scale = scale
+        self.stride = int(1 / scale)
+
+    def forward(self, x):
+        if self.scale == 1.0:
+            return x
+        x = F.pad(x, (self.ka, self.kb, self.ka, self.kb))
+        x = F.conv2d(x, self.weight, groups=self.groups)
+        return x[:, :, ::self.stride, ::self.stride]
+
+
+def check_divisible(height: int, width: int, factor: int, what: str) -> None:
+    """Hourglasses need H and W divisible by 2**num_blocks; say so instead of failing inside torch."""
+    if height % factor or width % factor:
+        raise ValueError(f"{what}: input {height}x{width} is not divisible by {factor}")
