@@ -26,9 +26,10 @@ def movement_scale(kp_source: dict, kp_initial: dict) -> float:
 def transfer_keypoints(kp_source: dict, kp_driving: dict, kp_initial: dict, relative: bool = True,
                        scale: float = 1.0) -> dict:
     """Keypoints to feed the generator. kp_*: {"value": (B|1, K, 2), "jacobian": (B|1, K, 2, 2)}."""
+    out = {k: v for k, v in kp_driving.items() if k != "heatmap"}  # e.g. Monkey-Net covariances pass through
     if not relative:
-        return {k: v for k, v in kp_driving.items() if k in ("value", "jacobian")}
-    out = {"value": (kp_driving["value"] - kp_initial["value"]) * scale + kp_source["value"]}
+        return out
+    out["value"] = (kp_driving["value"] - kp_initial["value"]) * scale + kp_source["value"]
     if "jacobian" in kp_driving:
         change = kp_driving["jacobian"] @ torch.inverse(kp_initial["jacobian"])
         out["jacobian"] = change @ kp_source["jacobian"]

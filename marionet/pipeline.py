@@ -27,6 +27,8 @@ class AnimationPipeline:
         # channels_last roughly halves convolution time on CPU and helps on recent GPUs.
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
+        # A family may refine the transfer (Monkey-Net: covariance options); FOMM uses the shared one.
+        self.transfer = getattr(model, "transfer_keypoints", transfer_keypoints)
 
     @property
     def kp_detector(self):
@@ -83,7 +85,7 @@ class AnimationPipeline:
                 kp_initial = {k: v[:1] for k, v in kp_driving.items() if k != "heatmap"}
                 if relative and adapt_scale:
                     scale = movement_scale(kp_source, kp_initial)
-            kp_norm = transfer_keypoints(kp_source, kp_driving, kp_initial, relative, scale)
+            kp_norm = self.transfer(kp_source, kp_driving, kp_initial, relative, scale)
             out = self.generator(source_t, kp_driving=kp_norm, kp_source=kp_source,
                                  source_features=source_features)["prediction"]
             yield from out.permute(0, 2, 3, 1).float().cpu().numpy()
