@@ -1,0 +1,175 @@
+"""Shapes, gradients and invariants of the FOMM building blocks (random weights, tiny sizes)."""
+import numpy as np
+import pytest
+import torch
+
+from marionet.geometry import hull_area, kp2gaussian, make_coordinate_grid
+from marionet.models.fomm import (FOMM, DenseMotionNetwork, KPDetector, MultiScaleDiscriminator,
+                                  OcclusionAwareGenerator)
+from marionet.motion import movement_scale, transfer_keypoints
+from marionet.nn.blocks import AntiAliasInterpolation2d, Hourglass
+
+K = 4
+
+
+def tiny_params(jacobian=True, occlusion=True):
+    return {
+        "common_params": {"num_kp": K, "num_channels": 3, "estimate_jacobian": jacobian},
+        "kp_detector_params": {"temperature": 0.1, "block_expansion": 4, "max_features": 16, "num_blocks": 3,
+                               "scale_factor": 0.5},
+        "generator_params": {"block_expansion": 4, "max_features": 16, "num_down_blocks": 2,
+                             "num_bottleneck_blocks": 1, "estimate_occlusion_map": occlusion,
+                             "dense_motion_params": {"block_expansion": 4, "max_features": 16, "num_blocks": 3,
+                                                     "scale_factor": 0.5}},
+        "discriminator_params": {"scales": [1, 0.5], "block_expansion": 4, "max_features": 16, "num_blocks": 3,
+                                 "sn": True, "use_kp": True},
+    }
+
+
+def test_coordinate_grid_convention():
+    g = make_coordinate_grid(3, 5)
+    assert g.shape == (3, 5, 2)
+    assert g[0, 0].tolist() == [-1, -1] and g[-1, -1].tolist() == [1, 1]
+    assert g[0, 2, 0] == 0 and g[1, 0, 1] == 0  # x runs along the width, y along the height
+
+
+def test_gaussian_peaks_at_keypoint():
+    heat = kp2gaussian(torch.tensor([[[0.0, 0.0], [1.0, -1.0]]]), (9, 9), 0.01)
+    assert heat.shape == (1, 2, 9, 9)
+    assert heat[0, 0, 4, 4] == 1 and heat[0, 1, 0, 8] == 1
+
+
+def test_hull_area():
+    square = [[0, 0], [1, 0], [1, 1], [0, 1], [0.5, 0.5]]
+    assert hull_area(square) == pytest.approx(1.0)
+    assert hull_area([[0, 0], [1, 1], [2, 2]]) == 0.0
+
+
+def test_antialias_kernel_and_stride():
+    down = AntiAliasInterpolation2d(3, 0.25)
+    assert down.weight.shape == (3, 1, 13, 13)
+    assert torch.allclose(down.weight.sum((1, 2, 3)), torch.ones(3))
+    x = torch.ones(1, 3, 64, 64)
+    y = down(x)
+    assert y.shape == (1, 3, 16, 16)
+    assert torch.allclose(y[..., 2:15, 2:15], torch.ones(1, 3, 13, 13), atol=1e-6)  # away from the zero padding
+    assert y[0, 0, 0, 0] < 0.9  # the official border darkening (zero padding) is kept
+
+
+def test_hourglass_output_channels():
+    hg = Hourglass(block_expansion=4, in_features=5, num_blocks=3, max_features=16)
+    assert hg(torch.rand(2, 5, 16, 16)).shape == (2, 4 + 5, 16, 16)
+
+
+@pytest.mark.parametrize("jacobian", [True, False])
+def test_kp_detector(jacobian):
+    det = KPDetector(block_expansion=4, num_kp=K, num_channels=3, max_features=16, num_blocks=3, temperature=0.1,
+                     estimate_jacobian=jacobian, scale_factor=0.5)
+    out = det(torch.rand(2, 3, 32, 32))
+    assert out["value"].shape == (2, K, 2)
+    assert out["value"].abs().max() <= 1
+    assert torch.allclose(out["heatmap"].sum((2, 3)), torch.ones(2, K))
+    if jacobian:  # starts at the identity
+        assert torch.allclose(out["jacobian"], torch.eye(2).expand(2, K, 2, 2), atol=1e-6)
+    else:
+        assert "jacobian" not in out
+
+
+def random_kp(b, jacobian=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    kp = {"value": torch.rand(b, K, 2, generator=g) * 1.6 - 0.8}
+    if jacobian:
+        kp["jacobian"] = torch.eye(2) + 0.1 * torch.randn(b, K, 2, 2, generator=g)
+    return kp
+
+
+def test_dense_motion_identity_when_keypoints_agree():
+    dm = DenseMotionNetwork(block_expansion=4, num_blocks=3, max_features=16, num_kp=K, num_channels=3,
+                            estimate_occlusion_map=True).eval()
+    kp = random_kp(2)
+    out = dm(torch.rand(2, 3, 16, 16), kp, kp)
+    assert out["mask"].shape == (2, K + 1, 16, 16)
+    assert torch.allclose(out["mask"].sum(1), torch.ones(2, 16, 16), atol=1e-5)
+    assert out["sparse_deformed"].shape == (2, K + 1, 3, 16, 16)
+    assert out["occlusion_map"].shape == (2, 1, 16, 16)
+    # Same keypoints on both sides: every sparse motion is the identity, so is their mixture.
+    assert torch.allclose(out["deformation"], make_coordinate_grid(16, 16).expand(2, 16, 16, 2), atol=1e-5)
+
+
+def test_dense_motion_follows_a_translation():
+    dm = DenseMotionNetwork(block_expansion=4, num_blocks=3, max_features=16, num_kp=K, num_channels=3).eval()
+    src = random_kp(1, jacobian=False)
+    shift = torch.tensor([0.1, -0.05])
+    drv = {"value": src["value"] + shift}
+    motions = dm.sparse_motions(16, 16, drv, src)
+    grid = make_coordinate_grid(16, 16)
+    assert torch.allclose(motions[0, 1:], (grid - shift).expand(K, 16, 16, 2), atol=1e-6)
+
+
+@pytest.mark.parametrize("occlusion", [True, False])
+def test_generator_shapes_and_source_broadcast(occlusion):
+    gen = OcclusionAwareGenerator(num_channels=3, num_kp=K, block_expansion=4, max_features=16, num_down_blocks=2,
+                                  num_bottleneck_blocks=1, estimate_occlusion_map=occlusion,
+                                  dense_motion_params={"block_expansion": 4, "max_features": 16, "num_blocks": 3,
+                                                       "scale_factor": 0.5}).eval()
+    source = torch.rand(1, 3, 32, 32)
+    kp_s, kp_d = random_kp(1), random_kp(3, seed=1)
+    out = gen(source, kp_driving=kp_d, kp_source=kp_s)
+    assert out["prediction"].shape == (3, 3, 32, 32)
+    assert ("occlusion_map" in out) == occlusion
+    # One source for a batch of driving frames equals the source repeated; cached features change nothing.
+    rep = gen(source.expand(3, -1, -1, -1), kp_driving=kp_d, kp_source={k: v.expand(3, *v.shape[1:]) for k, v in kp_s.items()})
+    cached = gen(source, kp_driving=kp_d, kp_source=kp_s, source_features=gen.encode_source(source))
+    assert torch.allclose(out["prediction"], rep["prediction"], atol=1e-6)
+    assert torch.equal(out["prediction"], cached["prediction"])
+
+
+def test_training_gradients_reach_every_network():
+    model = FOMM(tiny_params()).train()
+    x, y = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    kp_s, kp_d = model.kp_detector(x), model.kp_detector(y)
+    out = model.generator(x, kp_driving=kp_d, kp_source=kp_s)
+    disc = model.discriminator({"prediction_1": out["prediction"], "prediction_0.5": out["prediction"][..., ::2, ::2]},
+                               kp=kp_d)
+    assert disc["prediction_map_1"].shape[1] == 1 and len(disc["feature_maps_0.5"]) == 3
+    loss = (out["prediction"] - y).abs().mean() + sum(v.mean() for k, v in disc.items() if k.startswith("prediction_map"))
+    loss.backward()
+    for name in ("kp_detector", "generator", "discriminator"):
+        grads = [p.grad for p in getattr(model, name).parameters() if p.requires_grad]
+        assert all(g is not None for g in grads), name
+        assert sum(g.abs().sum() for g in grads) > 0, name
+    assert model.kp_detector.jacobian.weight.grad.abs().sum() > 0  # the Jacobians are trained too
+
+
+def test_relative_transfer_semantics():
+    src, init = random_kp(1, seed=2), random_kp(1, seed=3)
+    drv = {"value": init["value"] + 0.1, "jacobian": init["jacobian"] @ torch.tensor([[1.2, 0.0], [0.0, 0.8]])}
+    out = transfer_keypoints(src, drv, init, relative=True, scale=2.0)
+    assert torch.allclose(out["value"], src["value"] + 0.2)
+    # jacobian = J_d J_0^-1 J_s: the driving frame's change applied to the source's Jacobian
+    assert torch.allclose(out["jacobian"], init["jacobian"] @ torch.tensor([[1.2, 0.0], [0.0, 0.8]])
+                          @ torch.inverse(init["jacobian"]) @ src["jacobian"], atol=1e-5)
+    # At the first driving frame relative motion is no motion.
+    same = transfer_keypoints(src, init, init, relative=True, scale=2.0)
+    assert torch.allclose(same["value"], src["value"]) and torch.allclose(same["jacobian"], src["jacobian"], atol=1e-5)
+    absolute = transfer_keypoints(src, drv, init, relative=False)
+    assert torch.equal(absolute["value"], drv["value"])
+
+
+def test_movement_scale_is_ratio_of_cloud_sizes():
+    src = {"value": torch.tensor([[[0.0, 0.0], [0.4, 0.0], [0.0, 0.4]]])}
+    drv = {"value": torch.tensor([[[0.0, 0.0], [0.2, 0.0], [0.0, 0.2]]])}
+    assert movement_scale(src, drv) == pytest.approx(2.0)
+    flat = {"value": torch.tensor([[[0.0, 0.0], [0.1, 0.1], [0.2, 0.2]]])}
+    assert movement_scale(src, flat) == 1.0  # degenerate hull: no rescaling rather than a crash
+
+
+def test_zero_order_model_animates_relative():
+    """Without Jacobians (the official code raises KeyError here) relative animation still works."""
+    from marionet.pipeline import AnimationPipeline
+
+    params = tiny_params(jacobian=False)
+    pipe = AnimationPipeline(FOMM(params, with_discriminator=False), {"model_params": params,
+                             "dataset_params": {"frame_shape": [32, 32, 3]}})
+    out = pipe.animate(np.random.rand(40, 48, 3).astype(np.float32), np.random.rand(3, 32, 32, 3).astype(np.float32))
+    assert out.shape == (3, 32, 32, 3) and np.isfinite(out).all()
