@@ -1,10 +1,12 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+sys.path.insert(0, str(FIXTURES.parent))  # tests/media.py
 
 # Fixture tolerances were measured with 2 intra-op threads; keep runs comparable on any machine.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
