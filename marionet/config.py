@@ -44,8 +44,10 @@ def validate_config(config, source: str = "config") -> dict:
 
 
 def frame_shape(config: dict) -> tuple[int, int]:
-    """(H, W) the model works at; official configs give dataset_params.frame_shape [H, W, C]."""
-    shape = config.get("dataset_params", {}).get("frame_shape") or [256, 256, 3]
+    """(H, W) the model works at; official configs give dataset_params.frame_shape [H, W, C]
+    (FOMM) or dataset_params.image_shape (Monkey-Net)."""
+    dataset = config.get("dataset_params") or {}
+    shape = dataset.get("frame_shape") or dataset.get("image_shape") or [256, 256, 3]
     return int(shape[0]), int(shape[1])
 
 

@@ -15,6 +15,7 @@ from marionet.errors import MarionetError
 COMMANDS = {
     "animate": "marionet.cli.animate",
     "demo": "marionet.cli.demo",
+    "train": "marionet.cli.train",
     "synth": "marionet.cli.synth",
 }
 

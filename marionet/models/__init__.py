@@ -10,8 +10,9 @@ from torch import nn
 
 from marionet.errors import MarionetError
 from marionet.models.fomm import FOMM
+from marionet.models.monkeynet import MonkeyNet
 
-FAMILIES: dict[str, type[nn.Module]] = {"fomm": FOMM}
+FAMILIES: dict[str, type[nn.Module]] = {"fomm": FOMM, "monkeynet": MonkeyNet}
 
 
 def family_of(config: dict) -> str:

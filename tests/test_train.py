@@ -1,0 +1,139 @@
+"""Training: the loss goes down, resume continues bit for bit, DDP equals one process, bad data is skipped."""
+import copy
+import csv
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+import yaml
+from safetensors.torch import load_file
+
+from marionet.cli import main
+from marionet.data.puppets import synthesize
+from marionet.train import train
+
+HERE = os.path.dirname(__file__)
+
+
+@pytest.fixture(scope="module")
+def puppets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "puppets"
+    synthesize(root, videos=6, frames=12, size=64, kind="humanoid", seed=3)
+    return root
+
+
+@pytest.fixture()
+def config():
+    with open(os.path.join(HERE, "configs", "tiny-fomm.yaml")) as f:
+        return yaml.safe_load(f)
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("MARIONET_OFFLINE", "1")  # never try to download VGG19 in tests
+
+
+def log_rows(run):
+    with open(run / "log.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_loss_decreases(puppets, config, tmp_path):
+    """Overfit a fixed pair of frames: the reconstruction (perceptual) loss must fall clearly."""
+    config["train_params"]["loss_weights"].update(generator_gan=0, equivariance_value=0, equivariance_jacobian=0)
+    config["dataset_params"]["augmentation_params"] = {}
+    config["train_params"]["lr_generator"] = config["train_params"]["lr_kp_detector"] = 1e-3
+    config["train_params"]["epoch_milestones"] = []
+    train(config, puppets, tmp_path / "run", steps=30, checkpoint_every=100, batch_size=4, workers=0, progress=False)
+    losses = [float(r["perceptual"]) for r in log_rows(tmp_path / "run")]
+    assert len(losses) == 30
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+
+
+def test_resume_equals_uninterrupted(puppets, config, tmp_path):
+    full, split = tmp_path / "full", tmp_path / "split"
+    train(copy.deepcopy(config), puppets, full, steps=4, checkpoint_every=2, batch_size=2, workers=0, progress=False)
+    train(copy.deepcopy(config), puppets, split, steps=4, checkpoint_every=2, batch_size=2, workers=0, progress=False,
+          stop_after=3)
+    assert [r["step"] for r in log_rows(split)] == ["1", "2", "3"]
+    # The run stopped at step 3 (checkpointing there); resuming must replay steps 4.. exactly.
+    assert main(["train", "--config", os.path.join(HERE, "configs", "tiny-fomm.yaml"), "--data", str(puppets),
+                 "--out", str(split), "--resume", "--steps", "4", "--checkpoint-every", "2", "--batch-size", "2",
+                 "--workers", "0"]) == 0
+    a, b = log_rows(full), log_rows(split)
+    assert [r["step"] for r in b] == ["1", "2", "3", "4"]
+    for ra, rb in zip(a, b):
+        for key in ra:
+            if key != "seconds":
+                assert ra[key] == rb[key], (ra["step"], key)
+    wa, wb = load_file(full / "model.safetensors"), load_file(split / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    state = torch.load(split / "train_state.pt", weights_only=True)
+    assert state["step"] == 4 and {"optimizer_generator", "scheduler_kp_detector", "rng_torch"} <= set(state)
+
+
+def test_existing_run_is_not_overwritten(puppets, config, tmp_path, capsys):
+    train(config, puppets, tmp_path / "run", steps=1, batch_size=2, workers=0, progress=False)
+    assert main(["train", "--config", os.path.join(HERE, "configs", "tiny-fomm.yaml"), "--data", str(puppets),
+                 "--out", str(tmp_path / "run"), "--steps", "2"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def _ddp_worker(rank, world, port, config, data, out):
+    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), MARIONET_OFFLINE="1")
+    torch.set_num_threads(1)
+    train(config, data, out, steps=2, checkpoint_every=2, batch_size=4, workers=0, progress=False, dtype=torch.float64)
+    torch.distributed.destroy_process_group()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_equal_one_process_on_the_whole_batch(puppets, config, tmp_path):
+    """In float64, so that the comparison is not drowned by float32 rounding (which Adam amplifies
+    into full-size steps for parameters whose true gradient is zero, like conv biases before BatchNorm)."""
+    torch.set_num_threads(1)
+    single = tmp_path / "single"
+    train(copy.deepcopy(config), puppets, single, steps=2, checkpoint_every=2, batch_size=4, workers=0, progress=False,
+          dtype=torch.float64)
+    ddp = tmp_path / "ddp"
+    mp.spawn(_ddp_worker, args=(2, free_port(), copy.deepcopy(config), str(puppets), str(ddp)), nprocs=2, join=True)
+    a, b = load_file(single / "model.safetensors"), load_file(ddp / "model.safetensors")
+    init = load_file(_initial_weights(config, tmp_path))
+    moved = max((a[k] - init[k]).abs().max().item() for k in a if a[k].is_floating_point())
+    diff = max((a[k] - b[k]).abs().max().item() for k in a if a[k].is_floating_point())
+    assert moved > 1e-4  # training changed the weights...
+    assert diff < 1e-7, diff  # ...and both runs changed them the same way (BatchNorm synchronised too)
+    la, lb = log_rows(single), log_rows(ddp)
+    for ra, rb in zip(la, lb):  # logged losses are the means over all processes
+        for key in ra:
+            if key != "seconds":
+                assert float(ra[key]) == pytest.approx(float(rb[key]), rel=1e-7), key
+
+
+def _initial_weights(config, tmp_path):
+    from marionet.checkpoints import save_checkpoint
+    from marionet.models import build_model
+
+    torch.manual_seed(config["train_params"].get("seed", 0))
+    path = tmp_path / "init.safetensors"
+    save_checkpoint(path, build_model(config), config)
+    return path
+
+
+def test_corrupt_video_is_skipped(puppets, config, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(puppets, data)
+    (data / "train" / "broken.mp4").write_bytes(os.urandom(4000))
+    with pytest.warns(UserWarning, match="broken.mp4"):
+        train(config, data, tmp_path / "run", steps=6, batch_size=4, workers=0, progress=False)
+    assert len(log_rows(tmp_path / "run")) == 6
