@@ -18,16 +18,19 @@ BUILTIN_MODELS: dict[str, Path] = {}
 
 
 def resolve_checkpoint(checkpoint) -> Path:
-    if checkpoint is not None and str(checkpoint) in BUILTIN_MODELS:
+    """A built-in name, a training run directory (its model.safetensors) or a file path."""
+    if str(checkpoint) in BUILTIN_MODELS:
         return BUILTIN_MODELS[str(checkpoint)]
-    return Path(checkpoint)
+    path = Path(checkpoint)
+    return path / "model.safetensors" if path.is_dir() else path
 
 
 def load(checkpoint=None, config=None, device: str = "cpu", channels_last: bool = True) -> AnimationPipeline:
     """Build a model and load its weights.
 
-    checkpoint: a built-in model name, a marionet ``.safetensors`` checkpoint (carries its config), or an
-        official ``*.pth.tar`` (needs ``config``). None builds an untrained model from ``config``.
+    checkpoint: a built-in model name, a marionet ``.safetensors`` checkpoint (carries its config) or a
+        training run directory holding one, or an official ``*.pth.tar`` (needs ``config``).
+        None builds an untrained model from ``config``.
     config: path to a YAML config (official layout), a shipped config name such as ``vox-256``, or a dict.
     """
     device = _check_device(device)

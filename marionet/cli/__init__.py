@@ -16,6 +16,7 @@ COMMANDS = {
     "animate": "marionet.cli.animate",
     "demo": "marionet.cli.demo",
     "train": "marionet.cli.train",
+    "reconstruct": "marionet.cli.reconstruct",
     "synth": "marionet.cli.synth",
 }
 
