@@ -13,14 +13,17 @@ from marionet.models import build_model
 from marionet.pipeline import AnimationPipeline
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-# Built-in models: name -> marionet checkpoint shipped in marionet/assets.
-BUILTIN_MODELS: dict[str, Path] = {}
+# Built-in models: name -> marionet checkpoint shipped in marionet/assets (trained by benchmarks/train_builtin.py).
+BUILTIN_MODELS: dict[str, Path] = {"puppets": ASSETS / "models" / "puppets-64.safetensors"}
 
 
 def resolve_checkpoint(checkpoint) -> Path:
     """A built-in name, a training run directory (its model.safetensors) or a file path."""
     if str(checkpoint) in BUILTIN_MODELS:
-        return BUILTIN_MODELS[str(checkpoint)]
+        path = BUILTIN_MODELS[str(checkpoint)]
+        if not path.is_file():
+            raise MarionetError(f"built-in model {checkpoint!r}: its weights ({path}) are not installed")
+        return path
     path = Path(checkpoint)
     return path / "model.safetensors" if path.is_dir() else path
 

@@ -180,6 +180,8 @@ class FOMMObjective(nn.Module):
                                                 train_params.get("vgg19_weights"))
         self.transform_params = train_params.get("transform_params", {})
         self.align_corners = model.align_corners
+        # As in the official train.py: no adversarial term, no discriminator training.
+        self.trains_discriminator = bool(weights.get("generator_gan", 0))
 
     @property
     def discriminator(self):
@@ -243,3 +245,118 @@ class FOMMObjective(nn.Module):
         real = [maps[f"prediction_map_{s}"][:b] for s in self.disc_scales]
         fake = [maps[f"prediction_map_{s}"][b:] for s in self.disc_scales]
         return {"disc_gan": self.weights.get("discriminator_gan", 1) * lsgan_discriminator_loss(real, fake)}
+
+
+def _reconstruction_weights(weights) -> list[float]:
+    """``loss_weights.reconstruction``: a list (one weight per discriminator map), or one number for
+    the pixel term alone (0 turns reconstruction off)."""
+    if isinstance(weights, (int, float)):
+        return [float(weights)] if weights else []
+    return [float(w) for w in weights]
+
+
+class MonkeyNetObjective(nn.Module):
+    """The official Monkey-Net losses (monkey-net ``modules/losses.py``: GeneratorFullModel and
+    DiscriminatorFullModel). ``model`` is a ``MonkeyNet``; weights from ``train_params.loss_weights``.
+
+    Generator side, from one discriminator pass on [real; fake] (its list [image, block_1, ..., block_n,
+    scores]):
+      - ``reconstruction``: w_0 * mean |prediction - driving| (item 0 of the list is the image itself);
+      - ``feature_matching``: sum over i >= 1 of w_i * mean |D_i(fake) - D_i(real)| (the rest of the
+        official "reconstruction" list; the two keys together are the official sum);
+      - ``reconstruction_deformed`` (optional): w * mean |driving - source warped by the dense flow|;
+      - ``gen_gan``: w * mean (1 - D(fake))^2.
+    Keypoints are not detached on the generator side (``detach_kp_generator: False``): the detector is
+    trained through the generator and through the discriminator's keypoint embedding, on both the real
+    and the fake branch, as in the official code. The discriminator is not a submodule (its own
+    optimiser trains it) and is called with detached parameters here, so the official gradients on its
+    weights, which its training loop zeroes before the discriminator step, are never formed.
+
+    Discriminator side: ``disc_gan``: w * mean[(1 - D(real))^2 + D(fake)^2] on the detached prediction
+    with detached keypoints (``detach_kp_discriminator: True`` in every official config; always so here,
+    since the keypoint detector has already stepped when the discriminator loss is computed).
+
+    The source and driving frames go through the keypoint detector in one batch, as the official code
+    does (it stacks them on the time axis), so BatchNorm sees both.
+    """
+
+    def __init__(self, model: nn.Module, train_params: dict):
+        super().__init__()
+        self.kp_detector, self.generator = model.kp_detector, model.generator
+        self._discriminator = [model.discriminator]  # not a submodule: it is trained by its own objective
+        weights = dict(train_params.get("loss_weights") or {})
+        self.weights = weights
+        self.reconstruction = _reconstruction_weights(weights.get("reconstruction", [10, 10, 10, 10, 1]))
+        self.w_deformed = float(weights.get("reconstruction_deformed", 0) or 0)
+        self.w_gen_gan = float(weights.get("generator_gan", 1) or 0)
+        self.w_disc_gan = float(weights.get("discriminator_gan", 1) or 0)
+        self.detach_kp_generator = bool(train_params.get("detach_kp_generator", False))
+        # Its feature-matching terms need a trained discriminator even without the adversarial term.
+        self.trains_discriminator = bool(self.w_gen_gan or any(self.reconstruction[1:]))
+        needs_disc = any(self.reconstruction[1:]) or self.w_gen_gan or self.w_disc_gan
+        if needs_disc and model.discriminator is None:
+            raise MarionetError("train_params.loss_weights: the reconstruction feature terms and the GAN terms need "
+                                "model_params.discriminator_params")
+        if model.discriminator is not None and len(self.reconstruction) > len(model.discriminator.down_blocks) + 1:
+            raise MarionetError(
+                f"train_params.loss_weights.reconstruction: {len(self.reconstruction)} weights, but the discriminator "
+                f"returns {len(model.discriminator.down_blocks) + 1} maps before its scores (the image and "
+                f"{len(model.discriminator.down_blocks)} blocks)")
+
+    @property
+    def discriminator(self):
+        return self._discriminator[0]
+
+    def _disc_frozen(self, image: torch.Tensor, kp_driving: dict, kp_source: dict) -> list[torch.Tensor]:
+        params = {k: v.detach() for k, v in self.discriminator.named_parameters()}
+        return functional_call(self.discriminator, (params, dict(self.discriminator.named_buffers())),
+                               args=(image,), kwargs={"kp_driving": kp_driving, "kp_source": kp_source})
+
+    def generator_loss(self, batch: dict):
+        source, driving = batch["source"], batch["driving"]
+        b = source.shape[0]
+        kp_both = self.kp_detector(torch.cat([source, driving]))
+        kp_source = {k: v[:b] for k, v in kp_both.items()}
+        kp_driving = {k: v[b:] for k, v in kp_both.items()}
+        if self.detach_kp_generator:
+            generated = self.generator(source, kp_driving=detach_kp(kp_driving), kp_source=detach_kp(kp_source))
+        else:
+            generated = self.generator(source, kp_driving=kp_driving, kp_source=kp_source)
+        generated.update(kp_source=kp_source, kp_driving=kp_driving)
+        prediction = generated["prediction"]
+        losses = {}
+        if self.reconstruction and self.reconstruction[0]:
+            losses["reconstruction"] = self.reconstruction[0] * (prediction - driving).abs().mean()
+        if any(self.reconstruction[1:]) or self.w_gen_gan:
+            # One call on [real; fake]: the discriminator normalises per sample, so this equals two calls.
+            kp_d = {k: torch.cat([v, v]) for k, v in kp_driving.items() if k != "heatmap"}
+            kp_s = {k: torch.cat([v, v]) for k, v in kp_source.items() if k != "heatmap"}
+            maps = self._disc_frozen(torch.cat([driving, prediction]), kp_d, kp_s)
+            real, fake = [m[:b] for m in maps], [m[b:] for m in maps]
+            terms = [w * (f - r).abs().mean() for w, r, f in zip(self.reconstruction[1:], real[1:-1], fake[1:-1]) if w]
+            if terms:
+                losses["feature_matching"] = sum(terms)
+            if self.w_gen_gan:
+                losses["gen_gan"] = self.w_gen_gan * lsgan_generator_loss([fake[-1]])
+        if self.w_deformed:
+            losses["reconstruction_deformed"] = self.w_deformed * (driving - generated["deformed"]).abs().mean()
+        if not losses:
+            raise MarionetError("train_params.loss_weights: every Monkey-Net generator loss weight is 0")
+        return losses, generated
+
+    forward = generator_loss  # so that DistributedDataParallel can wrap the objective
+
+    def discriminator_loss(self, batch: dict, generated: dict, discriminator=None) -> dict:
+        """LSGAN discriminator loss; ``discriminator`` may be a DDP wrapper of self.discriminator.
+
+        Real and fake go through in one batch (the discriminator normalises per sample, so this equals
+        two calls) so that a DDP-wrapped discriminator sees exactly one forward per backward.
+        """
+        discriminator = discriminator or self.discriminator
+        kp_d = {k: torch.cat([v, v]) for k, v in detach_kp(generated["kp_driving"]).items() if k != "heatmap"}
+        kp_s = {k: torch.cat([v, v]) for k, v in detach_kp(generated["kp_source"]).items() if k != "heatmap"}
+        maps = discriminator(torch.cat([batch["driving"], generated["prediction"].detach()]),
+                             kp_driving=kp_d, kp_source=kp_s)
+        b = batch["driving"].shape[0]
+        scores = maps[-1]
+        return {"disc_gan": self.w_disc_gan * lsgan_discriminator_loss([scores[:b]], [scores[b:]])}

@@ -27,11 +27,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from marionet.checkpoints import atomic_write, save_checkpoint
 from marionet.data.datasets import FramesDataset
 from marionet.errors import MarionetError
-from marionet.losses import FOMMObjective
+from marionet.losses import FOMMObjective, MonkeyNetObjective
 from marionet.models import build_model, family_of
 from marionet.nn.sync_batchnorm import convert_sync_batchnorm
 
-OBJECTIVES = {"fomm": FOMMObjective}
+OBJECTIVES = {"fomm": FOMMObjective, "monkeynet": MonkeyNetObjective}
 NETWORKS = ("generator", "kp_detector", "discriminator")
 
 
@@ -121,7 +121,8 @@ def train(config: dict, data_dir, out_dir, steps: int | None = None, resume: boo
     num_epochs = int(tp.get("num_epochs", 1))
     total = int(steps) if steps else num_epochs * steps_per_epoch
     milestones = [round(m / num_epochs * total) for m in tp.get("epoch_milestones", [])]
-    checkpoint_every = int(checkpoint_every or tp.get("checkpoint_freq", 50) * steps_per_epoch)
+    every_epochs = tp.get("checkpoint_freq", (tp.get("log_params") or {}).get("cpk_freq_epoch", 50))  # FOMM / Monkey-Net key
+    checkpoint_every = int(checkpoint_every or every_epochs * steps_per_epoch)
     visual_every = int(visual_every or checkpoint_every)
 
     torch.manual_seed(seed)
@@ -130,12 +131,9 @@ def train(config: dict, data_dir, out_dir, steps: int | None = None, resume: boo
         model = convert_sync_batchnorm(model)
     family = family_of(config)
     objective = OBJECTIVES[family](model, tp).to(dev, dtype)
-    optimizers = {
-        "generator": torch.optim.Adam(model.generator.parameters(), lr=tp.get("lr_generator", 2e-4), betas=(0.5, 0.999)),
-        "kp_detector": torch.optim.Adam(model.kp_detector.parameters(), lr=tp.get("lr_kp_detector", 2e-4), betas=(0.5, 0.999)),
-        "discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=tp.get("lr_discriminator", 2e-4),
-                                          betas=(0.5, 0.999)),
-    }
+    # Adam as in the official code; FOMM configs give lr_<network>, Monkey-Net configs one lr.
+    optimizers = {name: torch.optim.Adam(getattr(model, name).parameters(), lr=tp.get(f"lr_{name}", tp.get("lr", 2e-4)),
+                                         betas=(0.5, 0.999)) for name in NETWORKS}
     schedulers = {k: torch.optim.lr_scheduler.MultiStepLR(o, milestones, gamma=0.1) for k, o in optimizers.items()}
     start = 0
     state_path = out_dir / "train_state.pt"
@@ -146,7 +144,7 @@ def train(config: dict, data_dir, out_dir, steps: int | None = None, resume: boo
     if start >= total:
         raise MarionetError(f"{state_path}: the run is already at step {start} of {total}; raise --steps to continue")
 
-    gan = bool(tp["loss_weights"].get("generator_gan", 0))
+    gan = objective.trains_discriminator
     runner, disc_runner = objective, model.discriminator
     if world > 1:
         ids = [dev.index] if dev.type == "cuda" else None

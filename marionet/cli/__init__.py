@@ -18,6 +18,8 @@ COMMANDS = {
     "train": "marionet.cli.train",
     "reconstruct": "marionet.cli.reconstruct",
     "synth": "marionet.cli.synth",
+    "train-predictor": "marionet.cli.train_predictor",
+    "predict": "marionet.cli.predict",
 }
 
 

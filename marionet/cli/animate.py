@@ -10,7 +10,9 @@ HELP = "animate a source image with the motion of a driving video"
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="model config YAML (official FOMM/Monkey-Net layout) or a shipped name "
                                     "such as vox-256; optional for marionet checkpoints, which carry theirs")
-    p.add_argument("--checkpoint", help="official *.pth.tar, or a marionet .safetensors checkpoint")
+    p.add_argument("--checkpoint", help="official *.pth.tar, a marionet .safetensors checkpoint, or a training run "
+                                        "directory")
+    p.add_argument("--model", help="a built-in model by name, instead of --checkpoint (puppets)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
 
 
@@ -37,12 +39,14 @@ def run(args) -> int:
 
     if args.batch_size < 1:
         raise MarionetError(f"--batch-size {args.batch_size}: must be at least 1")
-    if args.checkpoint is None and args.config is None:
-        raise MarionetError("give --checkpoint (and --config for an official checkpoint)")
+    if args.model and args.checkpoint:
+        raise MarionetError("give --model or --checkpoint, not both")
+    if args.checkpoint is None and args.config is None and args.model is None:
+        raise MarionetError("give --model, or --checkpoint (and --config for an official checkpoint)")
     output = Path(args.output)
     if output.suffix.lower() not in ("", ".mp4", ".gif"):
         raise MarionetError(f"{output}: unknown output format {output.suffix!r} (use .mp4, .gif or a folder)")
-    model = marionet.load(checkpoint=args.checkpoint, config=args.config, device=args.device)
+    model = marionet.load(checkpoint=args.model or args.checkpoint, config=args.config, device=args.device)
     source = read_image(args.source)
     with open_video(args.driving) as reader:
         audio = reader.path if reader.has_audio and output.suffix.lower() == ".mp4" else None

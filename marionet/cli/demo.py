@@ -27,7 +27,7 @@ def run(args) -> int:
     source = read_image(EXAMPLES / "source.png")
     with open_video(EXAMPLES / "driving.mp4") as reader:
         driving, fps = np.stack([f.astype(np.float32) / 255 for f in reader]), reader.fps
-    if "puppets" in BUILTIN_MODELS:
+    if BUILTIN_MODELS["puppets"].is_file():
         model, trained = marionet.load("puppets", device=args.device), True
     else:
         with warnings.catch_warnings():

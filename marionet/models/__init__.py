@@ -6,6 +6,8 @@ Every family is an ``nn.Module`` holding ``kp_detector``, ``generator`` and opti
 """
 from __future__ import annotations
 
+import inspect
+
 from torch import nn
 
 from marionet.errors import MarionetError
@@ -27,7 +29,23 @@ def build_model(config: dict, source: str = "config", with_discriminator: bool =
     family = family_of(config)
     if family not in FAMILIES:
         raise MarionetError(f"{source}: unknown model family {family!r} (known: {', '.join(FAMILIES)})")
+    cls = FAMILIES[family]
+    kwargs = {"with_discriminator": with_discriminator}
+    if "normalization_params" in inspect.signature(cls.__init__).parameters:
+        kwargs["normalization_params"] = normalization_params(config)
     try:
-        return FAMILIES[family](config["model_params"], with_discriminator=with_discriminator)
+        return cls(config["model_params"], **kwargs)
     except TypeError as e:  # an unknown or missing key in a *_params section
         raise MarionetError(f"{source}: model_params do not fit the {family} model ({e})") from None
+    except MarionetError as e:  # e.g. an unknown normalization_params key
+        raise MarionetError(f"{source}: {e}") from None
+
+
+def normalization_params(config: dict):
+    """The transfer-time keypoint normalisation options: ``animate_params.normalization_params`` (FOMM's
+    section name), else ``transfer_params.normalization_params`` (Monkey-Net's); None when absent."""
+    for section in ("animate_params", "transfer_params"):
+        params = (config.get(section) or {}).get("normalization_params")
+        if params is not None:
+            return params
+    return None

@@ -250,7 +250,7 @@ class FOMM(nn.Module):
 
     family = "fomm"
 
-    def __init__(self, model_params: dict, with_discriminator: bool = True):
+    def __init__(self, model_params: dict, with_discriminator: bool = True, normalization_params=None):
         super().__init__()
         common = dict(model_params["common_params"])
         align_corners = bool(common.pop("align_corners", True))

@@ -1,0 +1,42 @@
+"""Training speed: iterations/s of `marionet train` for a config on generated puppets.
+
+    .venv/bin/python -m benchmarks.bench_train [--config puppets-64] [--steps 30] [--batch-size 8]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+from marionet.config import load_config
+from marionet.data.puppets import synthesize
+from marionet.train import train
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="puppets-64")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--batch-size", type=int, default=8)
+    args = ap.parse_args()
+    os.environ.setdefault("MARIONET_OFFLINE", "1")
+    config = load_config(args.config)
+    size = config["dataset_params"]["frame_shape"][0]
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        synthesize(Path(tmp) / "data", videos=20, frames=16, size=size, kind="humanoid", seed=5)
+        train(config, Path(tmp) / "data", Path(tmp) / "run", steps=args.steps, batch_size=args.batch_size,
+              checkpoint_every=10 ** 9, progress=False)
+        with open(Path(tmp) / "run" / "log.csv", newline="") as f:
+            seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
+    warm = 5  # the first steps include one-time start-up costs
+    rate = (len(seconds) - warm) / (seconds[-1] - seconds[warm - 1])
+    print(f"{args.config}: {rate:.2f} iterations/s at batch {args.batch_size} "
+          f"({rate * args.batch_size:.1f} samples/s), {len(seconds) - warm} timed steps")
+
+
+if __name__ == "__main__":
+    main()
