@@ -32,18 +32,26 @@ def is_safetensors(path) -> bool:
     return len(head) == 9 and head[8:9] == b"{"
 
 
+def read_safetensors(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file; one-line MarionetError if missing or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise MarionetError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        return load_file(str(path)), metadata
+    except (SafetensorError, OSError, ValueError) as e:
+        raise MarionetError(f"{path}: corrupt safetensors file ({str(e).splitlines()[0][:150]})") from None
+
+
 def read_checkpoint(path) -> tuple[dict[str, dict[str, torch.Tensor]], dict | None, bool]:
     """-> ({network: state_dict}, config or None, is_official)."""
     path = Path(path)
     if not path.is_file():
         raise MarionetError(f"{path}: no such checkpoint file")
     if is_safetensors(path):
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                metadata = f.metadata() or {}
-            flat = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise MarionetError(f"{path}: corrupt safetensors file ({e})") from None
+        flat, metadata = read_safetensors(path)
         config = json.loads(metadata["config"]) if "config" in metadata else None
         states: dict[str, dict] = {}
         for key, tensor in flat.items():

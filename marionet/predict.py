@@ -196,19 +196,13 @@ def save_predictor(path, predictor: KeypointPredictor, info: dict | None = None)
 def load_predictor(path, device="cpu") -> tuple[KeypointPredictor, dict]:
     """-> (predictor in eval mode on ``device``, its metadata decoded). One-line MarionetError naming
     the file if it is missing, not a predictor, or inconsistent."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
+    from marionet.checkpoints import read_safetensors
 
     path = Path(path)
     if not path.is_file():
         raise MarionetError(f"{path}: no such predictor file (train one with `marionet train-predictor "
                             f"--checkpoint RUN --data DIR`)")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise MarionetError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0][:150]})") from None
+    state, metadata = read_safetensors(path)
     if metadata.get("format") != FORMAT:
         raise MarionetError(f"{path}: not a marionet keypoint predictor (format {metadata.get('format')!r}, "
                             f"expected {FORMAT!r})")

@@ -7,17 +7,13 @@ from pathlib import Path
 HELP = "animate a source image with the motion of a driving video"
 
 
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="model config YAML (official FOMM/Monkey-Net layout) or a shipped name "
                                     "such as vox-256; optional for marionet checkpoints, which carry theirs")
     p.add_argument("--checkpoint", help="official *.pth.tar, a marionet .safetensors checkpoint, or a training run "
                                         "directory")
     p.add_argument("--model", help="a built-in model by name, instead of --checkpoint (puppets)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_model_arguments(p)
     p.add_argument("--source", required=True, help="source image (png, jpg, ...; any size)")
     p.add_argument("--driving", required=True,
                    help="driving video (mp4, avi, mov, webm, mkv, gif) or a folder of frames")

@@ -169,6 +169,20 @@ def keypoint_errors(pred, gt_joints, gt_visible, size) -> dict:
             "visible_count": int(vis.sum()), "all_count": int(inside.sum())}
 
 
+def akd_mkr(generated, reference, regressor="humanoid") -> dict:
+    """The papers' metrics with this regressor as the pose estimator: AKD = mean distance (pixels
+    of the input) between joints found in both the generated and the reference frames; MKR = the
+    fraction of joints found in the reference but missing in the generated frames (a joint is
+    "found" when its predicted visibility is > 0.5)."""
+    pg, vg = predict(generated, regressor, return_visibility=True)
+    pr, vr = predict(reference, regressor, return_visibility=True)
+    found_g, found_r = vg > 0.5, vr > 0.5
+    both = found_g & found_r
+    d = np.linalg.norm(pg - pr, axis=-1)
+    return {"akd": float(d[both].mean()) if both.any() else float("nan"),
+            "mkr": float((~found_g[found_r]).mean()) if found_r.any() else 0.0}
+
+
 def heldout_error(kind: str, size: int = 64, videos: int = 16, frames: int = 8,
                   first_seed: int = 20_000_000, regressor=None) -> dict:
     """Render ``videos`` fresh puppets (seeds first_seed...) and measure the regressor's error (px)

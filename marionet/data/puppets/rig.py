@@ -198,9 +198,9 @@ class Humanoid(Kind):
         "r_hip": ("torso", "r_thigh"), "r_knee": ("r_thigh", "r_shin"), "r_ankle": ("r_shin",)}
     angles = ("torso", "head", "l_shoulder", "l_elbow", "r_shoulder", "r_elbow", "l_hip", "l_knee",
               "r_hip", "r_knee")
-    _ranges = {"torso": (-0.25, 0.25), "head": (-0.35, 0.35), "l_shoulder": (-2.7, 0.35),
-               "l_elbow": (-2.0, 0.4), "r_shoulder": (-0.35, 2.7), "r_elbow": (-0.4, 2.0),
-               "l_hip": (-0.75, 0.15), "l_knee": (-0.15, 1.3), "r_hip": (-0.15, 0.75),
+    _ranges = {"torso": (-0.25, 0.25), "head": (-0.35, 0.35), "l_shoulder": (-2.7, 0.8),
+               "l_elbow": (-2.0, 1.6), "r_shoulder": (-0.8, 2.7), "r_elbow": (-1.6, 2.0),
+               "l_hip": (-0.75, 0.3), "l_knee": (-0.15, 1.3), "r_hip": (-0.3, 0.75),
                "r_knee": (-1.3, 0.15)}
 
     def sample_shape(self, rng):
