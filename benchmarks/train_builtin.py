@@ -4,7 +4,7 @@
 
 1. renders the training set: `marionet synth --kind humanoid --size 64 --videos 400 --frames 32 --seed 0`;
 2. trains configs/puppets-64.yaml for --steps (resumable: rerun the same command to continue);
-3. copies the run's model.safetensors to marionet/assets/models/puppets-64.safetensors;
+3. exports the run's generator and keypoint detector (float16) to marionet/assets/models/puppets-64.safetensors;
 4. renders held-out puppets (seed 777, never used in training) and runs the reconstruction protocol for
    the trained model and for the untrained model (same config, random weights), printing their
    L1 / AKD beside the copy-the-source baseline, and writing them to WORK/report.json.
@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import warnings
 from pathlib import Path
 
 import torch
 
 import marionet
+from marionet.checkpoints import save_checkpoint
 from marionet.config import load_config
 from marionet.data.puppets import synthesize
 from marionet.evaluate.reconstruction import reconstruct
@@ -45,9 +45,10 @@ def main() -> None:
     done = torch.load(state, weights_only=True)["step"] if state.exists() else 0
     if done < args.steps:
         train(config, data, run, steps=args.steps, resume=state.exists(), checkpoint_every=250)
-    target = BUILTIN_MODELS["puppets"]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run / "model.safetensors", target)
+    # Ship the inference networks only, in float16 (loaded back into float32 parameters).
+    trained = marionet.load(run)
+    save_checkpoint(BUILTIN_MODELS["puppets"], trained.model, trained.config, networks=("generator", "kp_detector"),
+                    dtype=torch.float16)
 
     report = {"steps": args.steps}
     report["trained"] = reconstruct(marionet.load("puppets"), heldout, work / "rec-trained")

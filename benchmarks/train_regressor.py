@@ -1,6 +1,6 @@
 """Train the ground-truth keypoint regressor of a puppet kind and report its held-out error.
 
-    .venv/bin/python -m benchmarks.train_regressor --kind humanoid      # ~8 min on 2 CPU cores
+    .venv/bin/python -m benchmarks.train_regressor --kind humanoid      # 4-9 min on 2 free cores
     .venv/bin/python -m benchmarks.train_regressor --kind all --out marionet/assets/regressors
 
 Training data is rendered on the fly (fresh puppets every round, seeds 10_000_000 + i; a quarter of
@@ -28,6 +28,7 @@ from marionet.evaluate.keypoint_regressor import (ASSETS, INPUT_SIZE, KeypointRe
                                                   heldout_error, load_regressor, save_regressor,
                                                   to_input)
 
+STEPS = {"humanoid": 1200, "quadruped": 2400, "face": 1200}  # quadruped paws need longer
 TRAIN_SEED0 = 10_000_000
 HELDOUT_SEED0 = 20_000_000
 
@@ -87,13 +88,15 @@ def train(kind: str, steps: int, batch: int, lr: float, width: int, pool: int, s
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--kind", default="all", help="humanoid, quadruped, face or all")
-    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--steps", type=int, default=None,
+                   help="training steps (default: " + ", ".join(f"{k} {v}" for k, v in STEPS.items()) + ")")
     p.add_argument("--batch", type=int, default=48)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--pool", type=int, default=2000, help="videos (x8 frames) rendered per round")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: on a shared machine more threads were slower)")
     p.add_argument("--heldout", type=int, default=64, help="held-out videos (x8 frames) per size")
     p.add_argument("--out", default=str(ASSETS), help="folder for <kind>.safetensors")
     a = p.parse_args(argv)
@@ -104,7 +107,8 @@ def main(argv=None) -> int:
     report = {}
     for kind in kinds:
         t0 = time.time()
-        model = train(kind, a.steps, a.batch, a.lr, a.width, a.pool, a.seed)
+        steps = a.steps or STEPS[kind]
+        model = train(kind, steps, a.batch, a.lr, a.width, a.pool, a.seed)
         minutes = (time.time() - t0) / 60
         path = out / f"{kind}.safetensors"
         save_regressor(model, path, kind, KINDS[kind].joints)
@@ -112,7 +116,7 @@ def main(argv=None) -> int:
         errs = {s: heldout_error(kind, s, a.heldout, 8, HELDOUT_SEED0, stored) for s in (64, 128)}
         extra = {"heldout_error_px": {str(s): {k: round(v, 3) if isinstance(v, float) else v
                                                for k, v in e.items()} for s, e in errs.items()},
-                 "train": {"steps": a.steps, "batch": a.batch, "lr": a.lr, "pool": a.pool,
+                 "train": {"steps": steps, "batch": a.batch, "lr": a.lr, "pool": a.pool,
                            "seed": a.seed, "minutes": round(minutes, 1)}}
         save_regressor(stored, path, kind, KINDS[kind].joints, extra)
         report[kind] = extra

@@ -101,14 +101,17 @@ def _check_match(module: nn.Module, state: dict, name: str, path) -> None:
         raise MarionetError(f"{path}: does not match the config's {name}: {'; '.join(problems)}")
 
 
-def save_checkpoint(path, model: nn.Module, config: dict) -> None:
-    """Write marionet's safetensors checkpoint atomically (temp file + rename)."""
+def save_checkpoint(path, model: nn.Module, config: dict, networks=NETWORKS, dtype: torch.dtype | None = None) -> None:
+    """Write marionet's safetensors checkpoint atomically (temp file + rename).
+
+    ``networks`` and ``dtype`` make smaller inference exports (e.g. no discriminator, float16)."""
     tensors = {}
-    for name in NETWORKS:
+    for name in networks:
         module = getattr(model, name, None)
         if module is not None:
             for key, value in module.state_dict().items():
-                tensors[f"{name}.{key}"] = value.detach().contiguous().cpu()
+                value = value.detach().contiguous().cpu()
+                tensors[f"{name}.{key}"] = value.to(dtype) if dtype is not None and value.is_floating_point() else value
     metadata = {"format": FORMAT, "config": json.dumps(config)}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
@@ -122,6 +125,9 @@ def atomic_write(path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -14,6 +14,7 @@ puppets' convention: x, y from the top-left image corner, pixel (i, j) covers [j
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,9 @@ def save_regressor(model: KeypointRegressor, path, kind: str, joint_names, extra
     for k, v in (extra or {}).items():
         meta[k] = v if isinstance(v, str) else json.dumps(v)
     save_file(state, str(path), metadata=meta)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)  # safetensors writes owner-only files
 
 
 def load_regressor(kind_or_path: str, cache: bool = True) -> KeypointRegressor:
@@ -123,7 +127,7 @@ def load_regressor(kind_or_path: str, cache: bool = True) -> KeypointRegressor:
         joints = json.loads(meta["joints"])
         model = KeypointRegressor(len(joints), int(meta["width"]))
         model.load_state_dict(state)
-    except (OSError, KeyError, ValueError, RuntimeError) as e:
+    except Exception as e:  # noqa: BLE001 -- safetensors raises its own error types
         raise MarionetError(f"{path}: not a keypoint regressor ({e})") from e
     model.eval()
     model.kind = meta.get("kind", "")
