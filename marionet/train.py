@@ -180,8 +180,9 @@ def train(config: dict, data_dir, out_dir, steps: int | None = None, resume: boo
             sum(d_losses.values()).backward()
             optimizers["discriminator"].step()
             losses.update(d_losses)
-        for s in schedulers.values():
-            s.step()
+        for name, s in schedulers.items():
+            if name != "discriminator" or gan:
+                s.step()
         step += 1
         values = torch.stack([v.detach().double() for v in losses.values()])
         if world > 1:  # log the mean over processes, i.e. the loss of the whole batch
