@@ -94,12 +94,13 @@ def distributed_context():
 def train(config: dict, data_dir, out_dir, steps: int | None = None, resume: bool = False, device: str = "cpu",
           checkpoint_every: int | None = None, batch_size: int | None = None, workers: int | None = None,
           visual_every: int | None = None, progress: bool = True, stop_after: int | None = None,
-          dtype: torch.dtype = torch.float32) -> dict:
+          dtype: torch.dtype = torch.float32, init=None) -> dict:
     """Train the model of ``config`` on the videos in ``data_dir``; returns the last step's losses.
 
     ``steps`` is the length of the whole run (it sets the learning-rate schedule); ``stop_after`` ends
     this session early at that step with a checkpoint, to be continued with ``resume=True``.
-    ``dtype`` float64 is for numerical checks (e.g. that N processes equal one).
+    ``dtype`` float64 is for numerical checks (e.g. that N processes equal one). ``init`` starts from the
+    weights of a checkpoint (official, marionet, a run directory or a built-in name) instead of random ones.
     """
     rank, world, local_rank = distributed_context()
     tp = config.setdefault("train_params", {})
@@ -127,6 +128,8 @@ def train(config: dict, data_dir, out_dir, steps: int | None = None, resume: boo
 
     torch.manual_seed(seed)
     model = build_model(config).to(dev, dtype)
+    if init is not None and not resume:
+        _load_init(model, init)
     if world > 1:
         model = convert_sync_batchnorm(model)
     family = family_of(config)
@@ -208,6 +211,23 @@ def train(config: dict, data_dir, out_dir, steps: int | None = None, resume: boo
     bar.close()
     logger.close()
     return last
+
+
+def _load_init(model, init) -> None:
+    """Generator and keypoint detector must match the config; a discriminator that does not (e.g. an
+    -adv config fine-tuning a checkpoint trained without one) starts from random weights, as officially."""
+    import warnings
+
+    from marionet.checkpoints import load_weights, read_checkpoint
+    from marionet.loading import resolve_checkpoint
+
+    path = resolve_checkpoint(init)
+    states, _, official = read_checkpoint(path)
+    load_weights(model, states, path, official)
+    try:
+        load_weights(model, states, path, official, networks=("discriminator",))
+    except MarionetError as e:
+        warnings.warn(f"the discriminator starts from random weights ({e})", stacklevel=3)
 
 
 def _save(out_dir: Path, config, model, optimizers, schedulers, step: int) -> None:

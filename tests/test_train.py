@@ -137,3 +137,16 @@ def test_corrupt_video_is_skipped(puppets, config, tmp_path):
     with pytest.warns(UserWarning, match="broken.mp4"):
         train(config, data, tmp_path / "run", steps=6, batch_size=4, workers=0, progress=False)
     assert len(log_rows(tmp_path / "run")) == 6
+
+
+def test_init_fine_tunes_from_a_checkpoint(puppets, config, tmp_path):
+    """--init: training starts from the given weights (here a finished run's), not from random ones."""
+    train(copy.deepcopy(config), puppets, tmp_path / "first", steps=2, batch_size=2, workers=0, progress=False)
+    config["train_params"]["seed"] = 1  # its own random initialisation differs from the first run's
+    train(copy.deepcopy(config), puppets, tmp_path / "tuned", steps=1, batch_size=2, workers=0, progress=False,
+          init=tmp_path / "first")
+    first, tuned = load_file(tmp_path / "first" / "model.safetensors"), load_file(tmp_path / "tuned" / "model.safetensors")
+    own_init = load_file(_initial_weights(config, tmp_path))
+    key = "generator.final.weight"
+    assert (tuned[key] - first[key]).abs().max() < 1e-3  # one Adam step away from the first run's weights
+    assert (tuned[key] - own_init[key]).abs().max() > 1e-2  # far from where seed 1 alone would start

@@ -11,6 +11,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset folder: train/ and test/ of videos, or videos to split")
     p.add_argument("--out", required=True, help="run directory: checkpoints, log.csv, tensorboard/, visuals/")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--init", help="start from the weights of a checkpoint (official *.pth.tar, marionet .safetensors, "
+                                  "a run directory or a built-in model name) instead of random weights: fine-tuning")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu); under torchrun, one GPU per process")
     p.add_argument("--steps", type=int, help="total optimisation steps (overrides the config's num_epochs; "
                                              "the learning-rate milestones keep their fraction of the run)")
@@ -31,6 +33,7 @@ def run(args) -> int:
             raise MarionetError(f"--{name.replace('_', '-')} {value}: must be at least 1")
     config = load_config(args.config)
     last = train(config, args.data, args.out, steps=args.steps, resume=args.resume, device=args.device,
-                 checkpoint_every=args.checkpoint_every, batch_size=args.batch_size, workers=args.workers)
+                 checkpoint_every=args.checkpoint_every, batch_size=args.batch_size, workers=args.workers,
+                 init=args.init)
     print(f"finished: {args.out} ({', '.join(f'{k} {v:.4g}' for k, v in last.items())})")
     return 0
