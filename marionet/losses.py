@@ -158,7 +158,39 @@ def detach_kp(kp: dict) -> dict:
     return {k: v.detach() for k, v in kp.items()}
 
 
-class FOMMObjective(nn.Module):
+class Objective(nn.Module):
+    """What the trainer needs from a family's losses.
+
+    ``objective(batch) -> (losses, generated)`` is the generator side (so DistributedDataParallel can
+    wrap the objective); ``discriminator_loss(batch, generated, discriminator=None)`` the other side,
+    where ``discriminator`` may be a DDP wrapper of ``self.discriminator``: it is called once on real
+    and fake together, since DDP expects one forward per backward. The discriminator is not a
+    submodule (its own optimiser trains it), and the generator side calls it with detached parameters
+    (``frozen_discriminator``), so gradients on its weights, which the official training loops zero
+    before the discriminator step, are never formed. ``trains_discriminator`` tells the trainer
+    whether to run the discriminator side at all.
+    """
+
+    trains_discriminator = False
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.kp_detector, self.generator = model.kp_detector, model.generator
+        self._discriminator = [model.discriminator]  # a list hides it from nn.Module's registration
+
+    @property
+    def discriminator(self):
+        return self._discriminator[0]
+
+    def frozen_discriminator(self, *args, **kwargs):
+        params = {k: v.detach() for k, v in self.discriminator.named_parameters()}
+        return functional_call(self.discriminator, (params, dict(self.discriminator.named_buffers())), args, kwargs)
+
+    def forward(self, batch: dict):
+        return self.generator_loss(batch)
+
+
+class FOMMObjective(Objective):
     """The official FOMM losses. ``model`` is a FOMM; vgg/pyramid are frozen helpers.
 
     generator_loss(batch) -> (losses dict, generated dict); discriminator_loss(batch, generated) -> losses.
@@ -168,9 +200,7 @@ class FOMMObjective(nn.Module):
     """
 
     def __init__(self, model: nn.Module, train_params: dict):
-        super().__init__()
-        self.kp_detector, self.generator = model.kp_detector, model.generator
-        self._discriminator = [model.discriminator]  # not a submodule: it is trained by its own objective
+        super().__init__(model)
         weights = train_params["loss_weights"]
         self.weights = weights
         self.scales = train_params.get("scales", [1])
@@ -182,15 +212,6 @@ class FOMMObjective(nn.Module):
         self.align_corners = model.align_corners
         # As in the official train.py: no adversarial term, no discriminator training.
         self.trains_discriminator = bool(weights.get("generator_gan", 0))
-
-    @property
-    def discriminator(self):
-        return self._discriminator[0]
-
-    def _disc_frozen(self, pyramid: dict, kp: dict) -> dict:
-        params = {k: v.detach() for k, v in self.discriminator.named_parameters()}
-        return functional_call(self.discriminator, (params, dict(self.discriminator.named_buffers())),
-                               args=({k: pyramid[k] for k in pyramid},), kwargs={"kp": kp})
 
     def generator_loss(self, batch: dict):
         source, driving = batch["source"], batch["driving"]
@@ -205,7 +226,7 @@ class FOMMObjective(nn.Module):
                                                    {f"prediction_{s}": real[f"prediction_{s}"] for s in self.scales})
         if self.weights.get("generator_gan", 0):
             kp = detach_kp(kp_driving)
-            d_fake, d_real = self._disc_frozen(fake, kp), self._disc_frozen(real, kp)
+            d_fake, d_real = self.frozen_discriminator(fake, kp=kp), self.frozen_discriminator(real, kp=kp)
             losses["gen_gan"] = self.weights["generator_gan"] * lsgan_generator_loss(
                 [d_fake[f"prediction_map_{s}"] for s in self.disc_scales])
             fm = self.weights.get("feature_matching", [0])
@@ -228,14 +249,8 @@ class FOMMObjective(nn.Module):
                 losses["equivariance_jacobian"] = w_jac * (eye - value).abs().mean()
         return losses, generated
 
-    forward = generator_loss  # so that DistributedDataParallel can wrap the objective
-
     def discriminator_loss(self, batch: dict, generated: dict, discriminator=None) -> dict:
-        """LSGAN discriminator loss; ``discriminator`` may be a DDP wrapper of self.discriminator.
-
-        Real and fake go through in one batch (the discriminator normalises per sample, so this equals
-        two calls) so that a DDP-wrapped discriminator sees exactly one forward per backward.
-        """
+        """LSGAN discriminator loss on [real; fake] in one call (it normalises per sample, so this equals two)."""
         discriminator = discriminator or self.discriminator
         kp = detach_kp(generated["kp_driving"])
         kp = {k: torch.cat([v, v]) for k, v in kp.items()}
@@ -255,7 +270,7 @@ def _reconstruction_weights(weights) -> list[float]:
     return [float(w) for w in weights]
 
 
-class MonkeyNetObjective(nn.Module):
+class MonkeyNetObjective(Objective):
     """The official Monkey-Net losses (monkey-net ``modules/losses.py``: GeneratorFullModel and
     DiscriminatorFullModel). ``model`` is a ``MonkeyNet``; weights from ``train_params.loss_weights``.
 
@@ -281,9 +296,7 @@ class MonkeyNetObjective(nn.Module):
     """
 
     def __init__(self, model: nn.Module, train_params: dict):
-        super().__init__()
-        self.kp_detector, self.generator = model.kp_detector, model.generator
-        self._discriminator = [model.discriminator]  # not a submodule: it is trained by its own objective
+        super().__init__(model)
         weights = dict(train_params.get("loss_weights") or {})
         self.weights = weights
         self.reconstruction = _reconstruction_weights(weights.get("reconstruction", [10, 10, 10, 10, 1]))
@@ -302,15 +315,6 @@ class MonkeyNetObjective(nn.Module):
                 f"train_params.loss_weights.reconstruction: {len(self.reconstruction)} weights, but the discriminator "
                 f"returns {len(model.discriminator.down_blocks) + 1} maps before its scores (the image and "
                 f"{len(model.discriminator.down_blocks)} blocks)")
-
-    @property
-    def discriminator(self):
-        return self._discriminator[0]
-
-    def _disc_frozen(self, image: torch.Tensor, kp_driving: dict, kp_source: dict) -> list[torch.Tensor]:
-        params = {k: v.detach() for k, v in self.discriminator.named_parameters()}
-        return functional_call(self.discriminator, (params, dict(self.discriminator.named_buffers())),
-                               args=(image,), kwargs={"kp_driving": kp_driving, "kp_source": kp_source})
 
     def generator_loss(self, batch: dict):
         source, driving = batch["source"], batch["driving"]
@@ -331,7 +335,7 @@ class MonkeyNetObjective(nn.Module):
             # One call on [real; fake]: the discriminator normalises per sample, so this equals two calls.
             kp_d = {k: torch.cat([v, v]) for k, v in kp_driving.items() if k != "heatmap"}
             kp_s = {k: torch.cat([v, v]) for k, v in kp_source.items() if k != "heatmap"}
-            maps = self._disc_frozen(torch.cat([driving, prediction]), kp_d, kp_s)
+            maps = self.frozen_discriminator(torch.cat([driving, prediction]), kp_driving=kp_d, kp_source=kp_s)
             real, fake = [m[:b] for m in maps], [m[b:] for m in maps]
             terms = [w * (f - r).abs().mean() for w, r, f in zip(self.reconstruction[1:], real[1:-1], fake[1:-1]) if w]
             if terms:
@@ -344,14 +348,8 @@ class MonkeyNetObjective(nn.Module):
             raise MarionetError("train_params.loss_weights: every Monkey-Net generator loss weight is 0")
         return losses, generated
 
-    forward = generator_loss  # so that DistributedDataParallel can wrap the objective
-
     def discriminator_loss(self, batch: dict, generated: dict, discriminator=None) -> dict:
-        """LSGAN discriminator loss; ``discriminator`` may be a DDP wrapper of self.discriminator.
-
-        Real and fake go through in one batch (the discriminator normalises per sample, so this equals
-        two calls) so that a DDP-wrapped discriminator sees exactly one forward per backward.
-        """
+        """LSGAN discriminator loss on [real; fake] in one call, with detached prediction and keypoints."""
         discriminator = discriminator or self.discriminator
         kp_d = {k: torch.cat([v, v]) for k, v in detach_kp(generated["kp_driving"]).items() if k != "heatmap"}
         kp_s = {k: torch.cat([v, v]) for k, v in detach_kp(generated["kp_source"]).items() if k != "heatmap"}
