@@ -6,9 +6,16 @@
 """
 from __future__ import annotations
 
+from marionet.errors import MarionetError
+
 __version__ = "0.1.0"
-
-from marionet.errors import MarionetError  # noqa: E402
-from marionet.loading import load  # noqa: E402
-
 __all__ = ["load", "MarionetError", "__version__"]
+
+
+def __getattr__(name):
+    # Imported on first use so that `marionet --help` and the CLI's argument parsing do not load torch.
+    if name == "load":
+        from marionet.loading import load
+
+        return load
+    raise AttributeError(f"module 'marionet' has no attribute {name!r}")

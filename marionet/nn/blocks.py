@@ -10,41 +10,30 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class DownBlock2d(nn.Module):
+class SameBlock2d(nn.Module):
+    """conv -> BN -> ReLU at constant resolution; the down and up blocks add a resize."""
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1, groups: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(in_features, out_features, kernel_size, padding=padding, groups=groups)
+        self.norm = nn.BatchNorm2d(out_features, affine=True)
+
+    def forward(self, x):
+        return F.relu(self.norm(self.conv(x)))
+
+
+class DownBlock2d(SameBlock2d):
     """conv 3x3 -> BN -> ReLU -> avg-pool 2x2 (halves H and W)."""
 
-    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1, groups: int = 1):
-        super().__init__()
-        self.conv = nn.Conv2d(in_features, out_features, kernel_size, padding=padding, groups=groups)
-        self.norm = nn.BatchNorm2d(out_features, affine=True)
-
     def forward(self, x):
-        return F.avg_pool2d(F.relu(self.norm(self.conv(x))), 2)
+        return F.avg_pool2d(super().forward(x), 2)
 
 
-class UpBlock2d(nn.Module):
+class UpBlock2d(SameBlock2d):
     """nearest x2 upsampling -> conv 3x3 -> BN -> ReLU."""
 
-    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1, groups: int = 1):
-        super().__init__()
-        self.conv = nn.Conv2d(in_features, out_features, kernel_size, padding=padding, groups=groups)
-        self.norm = nn.BatchNorm2d(out_features, affine=True)
-
     def forward(self, x):
-        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        return F.relu(self.norm(self.conv(x)))
-
-
-class SameBlock2d(nn.Module):
-    """conv -> BN -> ReLU at constant resolution."""
-
-    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1, groups: int = 1):
-        super().__init__()
-        self.conv = nn.Conv2d(in_features, out_features, kernel_size, padding=padding, groups=groups)
-        self.norm = nn.BatchNorm2d(out_features, affine=True)
-
-    def forward(self, x):
-        return F.relu(self.norm(self.conv(x)))
+        return super().forward(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class ResBlock2d(nn.Module):
