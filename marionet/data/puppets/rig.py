@@ -180,6 +180,13 @@ class Kind:
     def label(self, part: str) -> int:
         return self.parts.index(part) + 1
 
+    def _posed_joints(self, sh, ang, glob, size, mirror=1.0):
+        """-> (image transform, joints in rig units, joints (T, J, 2) in pixels, {name: (T, 2)})."""
+        xf = _Xf(glob, self.anchor(sh), size, mirror=mirror)
+        Jc = self._pose(sh, ang)
+        J = xf.pt(Jc[..., 0], Jc[..., 1])
+        return xf, Jc, J, {n: J[:, i] for i, n in enumerate(self.joints)}
+
 
 class Humanoid(Kind):
     name = "humanoid"
@@ -291,10 +298,7 @@ class Humanoid(Kind):
         return 0.5 * (lo + hi)
 
     def build(self, sh, lk, ang, glob, size):
-        xf = _Xf(glob, self.anchor(sh), size)
-        Jc = self._pose(sh, ang)
-        J = xf.pt(Jc[..., 0], Jc[..., 1])
-        j = {n: J[:, i] for i, n in enumerate(self.joints)}
+        xf, _, J, j = self._posed_joints(sh, ang, glob, size)
         k = sh["size"]
         u = xf.unit
         L = self.label
@@ -468,10 +472,7 @@ class Quadruped(Kind):
 
     def build(self, sh, lk, ang, glob, size):
         facing = float(ang[0, self.angles.index("facing")])
-        xf = _Xf(glob, self.anchor(sh), size, mirror=facing)
-        Jc = self._pose(sh, ang)
-        J = xf.pt(Jc[..., 0], Jc[..., 1])
-        j = {n: J[:, i] for i, n in enumerate(self.joints)}
+        xf, Jc, J, j = self._posed_joints(sh, ang, glob, size, mirror=facing)
         k = sh["size"]
         u = xf.unit
         L = self.label
