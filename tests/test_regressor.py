@@ -6,7 +6,7 @@ import pytest
 
 from marionet.data.puppets import KINDS, render_video
 from marionet.errors import MarionetError
-from marionet.evaluate.keypoint_regressor import (akd_mkr, heldout_error, keypoint_errors,
+from marionet.evaluate.keypoint_regressor import (KeypointAgreement, akd_mkr, heldout_error, keypoint_errors,
                                                   load_regressor, predict, weights_path)
 
 # Held-out error measured by benchmarks/train_regressor.py (64 puppets x 8 frames), in pixels at
@@ -52,6 +52,17 @@ def test_akd_mkr():
     blank = np.zeros_like(frames)
     worse = akd_mkr(blank, frames, "quadruped")
     assert worse["mkr"] > 0.2 or worse["akd"] > 5
+
+
+def test_keypoint_agreement_accumulates_like_one_batch():
+    frames, _ = render_video("humanoid", 64, 6, seed=30_000_201)
+    shifted = np.roll(frames, 3, axis=2)  # joints move 3 px right
+    whole = akd_mkr(shifted, frames, "humanoid")
+    parts = KeypointAgreement("humanoid")
+    parts.add(shifted[:2], frames[:2])
+    parts.add(shifted[2:], frames[2:])
+    assert parts.result() == pytest.approx(whole)
+    assert 2.0 < whole["akd"] < 4.0
 
 
 def test_load_regressor_bad_file(tmp_path):
