@@ -45,6 +45,8 @@ class AnimationPipeline:
             frames = frames[None]
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"expected frames of shape (N, H, W, 3), got {frames.shape}")
+        if not frames.flags.writeable:  # e.g. a decoded PIL image; torch.from_numpy wants to own writable memory
+            frames = frames.copy()
         x = torch.from_numpy(np.ascontiguousarray(frames))
         x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
         x = x.permute(0, 3, 1, 2).to(self.device)

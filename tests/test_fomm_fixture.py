@@ -1,4 +1,6 @@
 """FOMM against the official code's outputs (tests/fixtures/fomm/README.md says how they were made)."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -39,6 +41,16 @@ def test_keypoints(official, data):
         kp = official.detect(frame)
         np.testing.assert_allclose(kp["value"], exp["kp_driving_value"][t, 0], atol=KP_TOL, rtol=0)
         np.testing.assert_allclose(kp["jacobian"], exp["kp_driving_jacobian"][t, 0], atol=KP_TOL, rtol=0)
+
+
+def test_read_only_frames_are_accepted_silently(official, data):
+    case, _ = data
+    frame = np.array(case["source"])
+    frame.flags.writeable = False  # as np.asarray(PIL image) gives
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kp = official.detect(frame)
+    np.testing.assert_array_equal(kp["value"], official.detect(np.array(case["source"]))["value"])
 
 
 @pytest.mark.parametrize("mode", ["relative", "absolute"])
