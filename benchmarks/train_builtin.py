@@ -1,20 +1,22 @@
 """Train the built-in 'puppets' model and measure it on held-out puppets.
 
-    .venv/bin/python -m benchmarks.train_builtin [--steps 5000] [--adv-steps 2000] [--work runs/builtin]
+    .venv/bin/python -m benchmarks.train_builtin [--steps 6000] [--adv-steps 0] [--work runs/builtin]
 
-1. renders the training set: `marionet synth --kind humanoid --size 64 --videos 400 --frames 32 --seed 0`;
-2. trains configs/puppets-64.yaml for --steps (WORK/run), then fine-tunes it with
-   configs/puppets-64-adv.yaml (GAN + feature matching) for --adv-steps (WORK/run-adv); both stages
-   resume when rerun;
+1. renders the training set: `marionet synth --kind humanoid --size 64 --videos 400 --frames 128 --seed 0`
+   (long clips, so that training pairs and the held-out test span the puppets' larger motions);
+2. trains configs/puppets-64.yaml for --steps (WORK/run); with --adv-steps, then fine-tunes it with
+   configs/puppets-64-adv.yaml (GAN + feature matching, WORK/run-adv); both stages resume when rerun;
 3. exports the final generator and keypoint detector (float16) to marionet/assets/models/puppets-64.safetensors;
-4. renders held-out puppets (seed 777, never used in training) and runs the reconstruction protocol for
-   each stage and for the untrained model (same config, random weights), printing their
-   L1 / AKD / MKR beside the copy-the-source baseline, and writing them to WORK/report.json.
+4. renders held-out puppets (seed 777, never used in training: 24 test videos of 128 frames, and their
+   first 32 frames as a second, shorter set) and runs the reconstruction protocol for each stage and
+   for the untrained model (same config, random weights), printing their L1 / AKD / MKR beside the
+   copy-the-source baseline, and writing them to WORK/report.json.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -29,21 +31,44 @@ from marionet.loading import BUILTIN_MODELS
 from marionet.train import train
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=5000)
-    ap.add_argument("--adv-steps", type=int, default=2000)
-    ap.add_argument("--work", default="runs/builtin")
-    ap.add_argument("--heldout-videos", type=int, default=24)
-    args = ap.parse_args()
-    work = Path(args.work)
+CONFIG = "puppets-64"
+HELDOUT_VIDEOS, FRAMES, SHORT_FRAMES = 24, 128, 32
+
+
+def render_data(work: Path) -> tuple[Path, Path]:
+    """The training puppets and the held-out ones (seed 777) under WORK, rendered once."""
     data, heldout = work / "data", work / "heldout"
     if not data.exists():
-        synthesize(data, videos=400, frames=32, size=64, kind="humanoid", seed=0, progress=True)
+        synthesize(data, videos=400, frames=FRAMES, size=64, kind="humanoid", seed=0, progress=True)
     if not heldout.exists():
-        synthesize(heldout, videos=args.heldout_videos + 1, frames=32, size=64, kind="humanoid", seed=777,
-                   test_fraction=args.heldout_videos / (args.heldout_videos + 1))
-    stages = [("puppets-64", work / "run", args.steps, None)]
+        synthesize(heldout, videos=HELDOUT_VIDEOS + 1, frames=FRAMES, size=64, kind="humanoid", seed=777,
+                   test_fraction=HELDOUT_VIDEOS / (HELDOUT_VIDEOS + 1))
+    return data, heldout
+
+
+def short_clips(heldout: Path, out: Path, frames: int = SHORT_FRAMES) -> Path:
+    """The first ``frames`` frames of each held-out test video (the clip length of earlier reports)."""
+    if not out.exists():
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        for video in sorted((heldout / "test").iterdir()):
+            (tmp / "test" / video.name).mkdir(parents=True)
+            for png in sorted(video.glob("*.png"))[:frames]:
+                shutil.copyfile(png, tmp / "test" / video.name / png.name)
+        shutil.copytree(heldout / "groundtruth", tmp / "groundtruth")
+        tmp.rename(out)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--adv-steps", type=int, default=0)
+    ap.add_argument("--work", default="runs/builtin")
+    args = ap.parse_args()
+    work = Path(args.work)
+    data, heldout = render_data(work)
+    stages = [(CONFIG, work / "run", args.steps, None)]
     if args.adv_steps:
         stages.append(("puppets-64-adv", work / "run-adv", args.adv_steps, work / "run"))
     for config_name, run, steps, init in stages:
@@ -57,24 +82,27 @@ def main() -> None:
     save_checkpoint(BUILTIN_MODELS["puppets"], final.model, final.config, networks=("generator", "kp_detector"),
                     dtype=torch.float16)
 
+    models = {"untrained": None}
+    models.update({name: run for name, run, _, _ in stages})
+    models["built-in"] = "puppets"
     report = {"steps": {name: steps for name, _, steps, _ in stages}}
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        untrained = marionet.load(config="puppets-64")
-    report["untrained"] = reconstruct(untrained, heldout, work / "rec-untrained")
-    for name, run, _, _ in stages:
-        report[name] = reconstruct(marionet.load(run), heldout, work / f"rec-{name}")
-    report["built-in"] = reconstruct(marionet.load("puppets"), heldout, work / "rec-builtin")
+    for label, frames, videos in (("long", FRAMES, heldout), ("short", SHORT_FRAMES, short_clips(heldout, work / "heldout-short"))):
+        report[label] = {}
+        for name, source in models.items():
+            torch.manual_seed(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = marionet.load(config=CONFIG) if source is None else marionet.load(source)
+            report[label][name] = reconstruct(model, videos, work / f"rec-{label}-{name}", progress=False)
+        first = report[label]["built-in"]
+        print(f"held-out puppets, {first['videos']} videos of {frames} frames ({first['frames']} frames):")
+        print(f"  {'':<28}{'L1':>8}{'AKD (px)':>10}{'MKR':>8}")
+        rows = [("copy the source", first, "baseline_"), ("untrained model", report[label]["untrained"], "")]
+        rows += [(f"{name} ({steps} steps)", report[label][name], "") for name, _, steps, _ in stages]
+        rows.append(("built-in (float16 export)", first, ""))
+        for row, m, p in rows:
+            print(f"  {row:<28}{m[p + 'l1']:>8.4f}{m[p + 'akd']:>10.3f}{m[p + 'mkr']:>8.3f}")
     (work / "report.json").write_text(json.dumps(report, indent=2))
-    first = report["built-in"]
-    print(f"held-out puppets ({first['videos']} videos, {first['frames']} frames):")
-    print(f"  {'':<26}{'L1':>8}{'AKD (px)':>10}{'MKR':>8}")
-    rows = [("copy the source", first, "baseline_"), ("untrained model", report["untrained"], "")]
-    rows += [(f"{name} ({steps} steps)", report[name], "") for name, _, steps, _ in stages]
-    rows.append(("built-in (float16 export)", first, ""))
-    for label, m, p in rows:
-        print(f"  {label:<26}{m[p + 'l1']:>8.4f}{m[p + 'akd']:>10.3f}{m[p + 'mkr']:>8.3f}")
 
 
 if __name__ == "__main__":

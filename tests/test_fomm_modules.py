@@ -124,6 +124,42 @@ def test_generator_shapes_and_source_broadcast(occlusion):
     assert torch.equal(out["prediction"], cached["prediction"])
 
 
+def skip_generator(scale_factor):
+    return OcclusionAwareGenerator(num_channels=3, num_kp=K, block_expansion=4, max_features=16, num_down_blocks=2,
+                                   num_bottleneck_blocks=1, estimate_occlusion_map=True, skips=True,
+                                   dense_motion_params={"block_expansion": 4, "max_features": 16, "num_blocks": 3,
+                                                        "scale_factor": scale_factor}).eval()
+
+
+def test_skip_generator_carries_visible_source_pixels_through():
+    gen = skip_generator(scale_factor=1)
+    source = torch.rand(1, 3, 32, 32)
+    kp = random_kp(2)
+    with torch.no_grad():  # make the occlusion map 1 everywhere: nothing occluded
+        gen.dense_motion_network.occlusion.weight.zero_()
+        gen.dense_motion_network.occlusion.bias.fill_(30.0)
+        same = gen(source, kp_driving=kp, kp_source=kp)["prediction"]
+        moved = gen(source, kp_driving=random_kp(2, seed=3), kp_source=kp)
+    # identity motion at full resolution: the source itself, not a regenerated copy
+    assert torch.allclose(same, source.expand(2, -1, -1, -1), atol=1e-5)
+    assert torch.allclose(moved["prediction"], moved["deformed"], atol=1e-5)
+
+
+def test_skip_generator_uses_the_decoder_where_occluded():
+    gen = skip_generator(scale_factor=0.5)
+    source, kp_s, kp_d = torch.rand(1, 3, 32, 32), random_kp(1), random_kp(2, seed=1)
+    with torch.no_grad():
+        gen.dense_motion_network.occlusion.weight.zero_()
+        gen.dense_motion_network.occlusion.bias.fill_(-30.0)  # everything occluded
+        out = gen(source, kp_driving=kp_d, kp_source=kp_s)
+        plain = gen.final(gen.up_blocks[1](gen.up_blocks[0](gen.bottleneck(torch.zeros(2, 16, 8, 8)))))
+    # with the warped features masked out everywhere, only the decoder's output of a zero bottleneck remains
+    assert torch.allclose(out["prediction"], torch.sigmoid(plain), atol=1e-5)
+    with pytest.raises(ValueError, match="occlusion"):
+        OcclusionAwareGenerator(num_channels=3, num_kp=K, block_expansion=4, max_features=16, num_down_blocks=1,
+                                num_bottleneck_blocks=1, estimate_occlusion_map=False, skips=True)
+
+
 def test_training_gradients_reach_every_network():
     model = FOMM(tiny_params()).train()
     x, y = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)

@@ -115,11 +115,17 @@ class DenseMotionNetwork(nn.Module):
 
 
 class OcclusionAwareGenerator(nn.Module):
-    """Encode the source, warp its features by the dense flow, mask occlusions, decode."""
+    """Encode the source, warp its features by the dense flow, mask occlusions, decode.
+
+    ``skips`` (off in every official FOMM config) adds the generator of MRAA (CVPR 2021): each encoder
+    level is warped and blended into the decoder as skip * occlusion + decoder * (1 - occlusion), and
+    the output is blended the same way with the warped source pixels, so where nothing is occluded the
+    source's own detail is carried through instead of being regenerated from the bottleneck.
+    """
 
     def __init__(self, num_channels, num_kp, block_expansion, max_features, num_down_blocks,
                  num_bottleneck_blocks, estimate_occlusion_map=False, dense_motion_params=None,
-                 estimate_jacobian=False, align_corners=True):
+                 estimate_jacobian=False, align_corners=True, skips=False):
         super().__init__()
         if dense_motion_params is not None:
             self.dense_motion_network = DenseMotionNetwork(
@@ -141,13 +147,17 @@ class OcclusionAwareGenerator(nn.Module):
             self.bottleneck.add_module(f"r{i}", ResBlock2d(bottleneck_features))
         self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=7, padding=3)
         self.align_corners = align_corners
+        self.skips = bool(skips)
+        if self.skips and not estimate_occlusion_map:
+            raise ValueError("generator_params.skips needs estimate_occlusion_map: True")
 
     def encode_source(self, source_image):
-        """(B, C, H, W) -> (B, F, H/2^D, W/2^D); depends on the source only, so callers may cache it."""
-        out = self.first(source_image)
+        """(B, C, H, W) -> [level 0 (B, F, H, W), ..., level D (B, F', H/2^D, W/2^D)]; depends on the
+        source only, so callers may cache it."""
+        levels = [self.first(source_image)]
         for block in self.down_blocks:
-            out = block(out)
-        return out
+            levels.append(block(levels[-1]))
+        return levels
 
     def warp(self, x, deformation):
         """grid_sample x with a flow given at any resolution (bilinearly resized to x's)."""
@@ -156,27 +166,44 @@ class OcclusionAwareGenerator(nn.Module):
                                         align_corners=False).permute(0, 2, 3, 1)
         return F.grid_sample(x, deformation, align_corners=self.align_corners)
 
+    @staticmethod
+    def _resized(occlusion, like):
+        if occlusion.shape[2:] == like.shape[2:]:
+            return occlusion
+        return F.interpolate(occlusion, size=like.shape[2:], mode="bilinear", align_corners=False)
+
+    def _blend(self, skip, decoded, motion):
+        """warped skip where the source is visible, the decoder's output where it is occluded."""
+        occlusion = self._resized(motion["occlusion_map"], decoded)
+        return self.warp(skip, motion["deformation"]) * occlusion + decoded * (1 - occlusion)
+
     def forward(self, source_image, kp_driving, kp_source, source_features=None):
         """source_image (1|B, C, H, W) -> {"prediction": (B, C, H, W), flow and masks for inspection}."""
-        if source_features is None:
-            source_features = self.encode_source(source_image)
+        levels = self.encode_source(source_image) if source_features is None else source_features
         b = kp_driving["value"].shape[0]
-        out = source_features.expand(b, *source_features.shape[1:])
-        result = {}
+        levels = [f.expand(b, *f.shape[1:]) for f in levels]
+        source_image = source_image.expand(b, *source_image.shape[1:])
+        out = levels[-1]
+        result, motion = {}, None
         if self.dense_motion_network is not None:
             motion = self.dense_motion_network(source_image, kp_driving, kp_source)
             result.update(motion)
             out = self.warp(out, motion["deformation"])
             if "occlusion_map" in motion:
-                occlusion = motion["occlusion_map"]
-                if occlusion.shape[2:] != out.shape[2:]:
-                    occlusion = F.interpolate(occlusion, size=out.shape[2:], mode="bilinear", align_corners=False)
-                out = out * occlusion
-            result["deformed"] = self.warp(source_image.expand(b, *source_image.shape[1:]), motion["deformation"])
+                out = out * self._resized(motion["occlusion_map"], out)
+            result["deformed"] = self.warp(source_image, motion["deformation"])
+        skips = self.skips and motion is not None
         out = self.bottleneck(out)
-        for block in self.up_blocks:
+        for i, block in enumerate(self.up_blocks):
+            if skips:
+                out = self._blend(levels[-1 - i], out, motion)
             out = block(out)
-        result["prediction"] = torch.sigmoid(self.final(out))
+        if skips:
+            out = self._blend(levels[0], out, motion)
+        out = torch.sigmoid(self.final(out))
+        if skips:
+            out = self._blend(source_image, out, motion)
+        result["prediction"] = out
         return result
 
 

@@ -1,0 +1,68 @@
+"""Which perceptual loss to fall back on without VGG19 weights: pixel pyramid or random VGG19.
+
+    .venv/bin/python -m benchmarks.perceptual_fallback [--minutes 10] [--work runs/fallback]
+
+Trains the built-in model's config once per backbone for the same wall-clock budget (a CPU user's
+constraint: the random VGG19 costs many times the step time of the pixel pyramid), then runs the
+reconstruction protocol on held-out puppets (seed 777) and prints L1 / AKD / MKR for each. The
+data are the built-in model's (see benchmarks/train_builtin.py). Run it on a quiet machine: the
+step rate of each backbone is measured first and sets its number of steps.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+from benchmarks.train_builtin import CONFIG, render_data
+from marionet.config import load_config
+from marionet.evaluate.reconstruction import reconstruct
+from marionet.train import train
+
+import marionet
+
+BACKBONES = ("pixels", "random-vgg19")
+
+
+def steps_per_second(config: dict, data: Path, steps: int = 8) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        train(copy.deepcopy(config), data, Path(tmp), steps=steps, checkpoint_every=10 ** 9, progress=False)
+        with open(Path(tmp) / "log.csv", newline="") as f:
+            seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
+    return (len(seconds) - 2) / (seconds[-1] - seconds[1])  # the first two steps warm up
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--work", default="runs/fallback")
+    args = ap.parse_args()
+    os.environ["MARIONET_OFFLINE"] = "1"
+    work = Path(args.work)
+    data, heldout = render_data(work)
+    report = {}
+    for backbone in BACKBONES:
+        config = load_config(CONFIG)
+        config["train_params"]["perceptual_backbone"] = backbone
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rate = steps_per_second(config, data)
+            steps = max(10, int(rate * args.minutes * 60))
+            run = work / backbone
+            train(config, data, run, steps=steps, checkpoint_every=10 ** 9, progress=False)
+        metrics = reconstruct(marionet.load(run), heldout, work / f"rec-{backbone}", progress=False)
+        report[backbone] = dict(metrics, steps=steps, steps_per_second=rate)
+        print(f"{backbone:>13}: {steps:6d} steps ({rate:.2f}/s)  L1 {metrics['l1']:.4f}  "
+              f"AKD {metrics['akd']:.2f}  MKR {metrics['mkr']:.3f}", flush=True)
+    first = report[BACKBONES[0]]
+    print(f"{'copy source':>13}:                       L1 {first['baseline_l1']:.4f}  AKD {first['baseline_akd']:.2f}")
+    (work / "report.json").write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The perceptual pyramid loss: its backbones, the small-level rule and VGG19 weight loading."""
+import pytest
+import torch
+
+from marionet.errors import MarionetError
+from marionet.losses import ImagePyramid, PerceptualPyramidLoss, Vgg19
+
+WEIGHTS = [10, 10, 10, 10, 10]
+
+
+def pyramids(seed=0, size=32):
+    g = torch.Generator().manual_seed(seed)
+    pyramid = ImagePyramid([1, 0.25])
+    a, b = torch.rand(2, 3, size, size, generator=g), torch.rand(2, 3, size, size, generator=g)
+    return pyramid(a), pyramid(b)
+
+
+def test_pixel_backbone_is_weighted_l1_per_level():
+    fake, real = pyramids()
+    loss = PerceptualPyramidLoss(WEIGHTS, "pixels")(fake, real)
+    expected = sum(50 * (fake[k] - real[k]).abs().mean() for k in fake)
+    assert torch.allclose(loss, expected)
+    assert float(PerceptualPyramidLoss(WEIGHTS, "pixels")(real, real)) == 0.0
+
+
+def test_vgg_levels_too_small_for_vgg19_are_compared_in_pixels():
+    torch.manual_seed(0)
+    fake, real = pyramids(size=32)  # levels 32x32 and 8x8: VGG19 cannot pool 8x8 four times
+    loss = PerceptualPyramidLoss(WEIGHTS, "random-vgg19")
+    small = {"prediction_0.25": fake["prediction_0.25"]}, {"prediction_0.25": real["prediction_0.25"]}
+    assert torch.allclose(loss(*small), 50 * (small[0]["prediction_0.25"] - small[1]["prediction_0.25"]).abs().mean())
+    large = {"prediction_1": fake["prediction_1"]}, {"prediction_1": real["prediction_1"]}
+    features = [(x - y).abs().mean() for x, y in zip(loss.vgg(large[0]["prediction_1"]), loss.vgg(large[1]["prediction_1"]))]
+    assert torch.allclose(loss(*large), 10 * sum(features))
+    fake["prediction_1"].requires_grad_(True)
+    loss(fake, real).backward()
+    assert fake["prediction_1"].grad.abs().sum() > 0
+
+
+def test_vgg19_weights_in_torchvision_layout_load(tmp_path, monkeypatch):
+    torch.manual_seed(1)
+    source = Vgg19()
+    path = tmp_path / "vgg19.pth"
+    # torchvision's vgg19 also has a classifier, which is ignored
+    torch.save({**{k: v for k, v in source.state_dict().items() if k.startswith("features.")},
+                "classifier.0.weight": torch.zeros(4, 4)}, path)
+    loss = PerceptualPyramidLoss(WEIGHTS, "vgg19", vgg_path=str(path))
+    assert loss.backbone == "vgg19"
+    assert all(torch.equal(a, b) for a, b in zip(loss.vgg.state_dict().values(), source.state_dict().values()))
+    monkeypatch.setenv("MARIONET_VGG19_WEIGHTS", str(path))
+    assert PerceptualPyramidLoss(WEIGHTS, "vgg19").backbone == "vgg19"
+
+
+def test_bad_vgg19_weights_are_one_line_errors(tmp_path):
+    bad = tmp_path / "vgg.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(MarionetError, match="vgg.pth: not a readable VGG19 state dict"):
+        PerceptualPyramidLoss(WEIGHTS, "vgg19", vgg_path=str(bad))
+    torch.save({"features.0.weight": torch.zeros(3, 3, 3, 3)}, bad)
+    with pytest.raises(MarionetError, match="vgg.pth: not torchvision's vgg19 layout"):
+        PerceptualPyramidLoss(WEIGHTS, "vgg19", vgg_path=str(bad))
+    with pytest.raises(MarionetError, match="missing.pth: VGG19 weights file not found"):
+        PerceptualPyramidLoss(WEIGHTS, "vgg19", vgg_path=str(tmp_path / "missing.pth"))
+
+
+def test_without_weights_it_falls_back_to_pixels_once(monkeypatch, tmp_path, recwarn):
+    import marionet.losses as losses
+
+    monkeypatch.setenv("MARIONET_OFFLINE", "1")
+    monkeypatch.delenv("MARIONET_VGG19_WEIGHTS", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(losses, "_warned", set())
+    first, second = PerceptualPyramidLoss(WEIGHTS, "vgg19"), PerceptualPyramidLoss(WEIGHTS, "vgg19")
+    assert first.backbone == second.backbone == "pixels" and first.vgg is None
+    assert sum("falls back to a pixel-space L1 pyramid" in str(w.message) for w in recwarn) == 1
