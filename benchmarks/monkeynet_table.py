@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.monkeynet_table [--steps 1500] [--work runs/table] [--jobs 2]
 
-Trains, at the same number of steps and batch size, on the built-in model's training puppets
+Trains, at the same number of steps and batch size, on 400 humanoid puppet videos of 32 frames
 (`marionet synth --kind humanoid --size 64 --videos 400 --frames 32 --seed 0`):
   monkeynet             configs/monkeynet-puppets-64.yaml
   monkeynet-no-residual the same with use_correction: False (coarse part-based flow only)

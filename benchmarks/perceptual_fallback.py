@@ -1,12 +1,13 @@
 """Which perceptual loss to fall back on without VGG19 weights: pixel pyramid or random VGG19.
 
-    .venv/bin/python -m benchmarks.perceptual_fallback [--minutes 10] [--work runs/fallback]
+    .venv/bin/python -m benchmarks.perceptual_fallback [--minutes 6 | --steps N] [--work runs/fallback]
 
 Trains the built-in model's config once per backbone for the same wall-clock budget (a CPU user's
-constraint: the random VGG19 costs many times the step time of the pixel pyramid), then runs the
-reconstruction protocol on held-out puppets (seed 777) and prints L1 / AKD / MKR for each. The
-data are the built-in model's (see benchmarks/train_builtin.py). Run it on a quiet machine: the
-step rate of each backbone is measured first and sets its number of steps.
+constraint: the random VGG19 costs a few times the step time of the pixel pyramid), or for the same
+number of steps with --steps, then runs the reconstruction protocol on held-out puppets (seed 777)
+and prints L1 / AKD / MKR for each. The data are the built-in model's (benchmarks/train_builtin.py).
+For --minutes, the step rate of each backbone is measured first and sets its number of steps, so
+run it on a machine whose load does not change. Finished runs (WORK/<backbone>-<N>steps) are reused.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
+
+import torch
 
 from benchmarks.train_builtin import CONFIG, render_data
 from marionet.config import load_config
@@ -39,7 +42,8 @@ def steps_per_second(config: dict, data: Path, steps: int = 8) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--minutes", type=float, default=6.0)
+    ap.add_argument("--steps", type=int, default=None, help="the same number of steps for each backbone instead")
     ap.add_argument("--work", default="runs/fallback")
     args = ap.parse_args()
     os.environ["MARIONET_OFFLINE"] = "1"
@@ -52,16 +56,18 @@ def main() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             rate = steps_per_second(config, data)
-            steps = max(10, int(rate * args.minutes * 60))
-            run = work / backbone
-            train(config, data, run, steps=steps, checkpoint_every=10 ** 9, progress=False)
-        metrics = reconstruct(marionet.load(run), heldout, work / f"rec-{backbone}", progress=False)
+            steps = args.steps or max(10, int(rate * args.minutes * 60))
+            run = work / f"{backbone}-{steps}steps"
+            state = run / "train_state.pt"
+            if not (state.exists() and torch.load(state, weights_only=True)["step"] >= steps):
+                train(config, data, run, steps=steps, checkpoint_every=10 ** 9, progress=False)
+        metrics = reconstruct(marionet.load(run), heldout, work / f"rec-{run.name}", progress=False)
         report[backbone] = dict(metrics, steps=steps, steps_per_second=rate)
         print(f"{backbone:>13}: {steps:6d} steps ({rate:.2f}/s)  L1 {metrics['l1']:.4f}  "
               f"AKD {metrics['akd']:.2f}  MKR {metrics['mkr']:.3f}", flush=True)
     first = report[BACKBONES[0]]
     print(f"{'copy source':>13}:                       L1 {first['baseline_l1']:.4f}  AKD {first['baseline_akd']:.2f}")
-    (work / "report.json").write_text(json.dumps(report, indent=2))
+    (work / f"report-{'%dsteps' % args.steps if args.steps else '%gmin' % args.minutes}.json").write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Train the built-in 'puppets' model and measure it on held-out puppets.
 
-    .venv/bin/python -m benchmarks.train_builtin [--steps 6000] [--adv-steps 0] [--work runs/builtin]
+    .venv/bin/python -m benchmarks.train_builtin [--steps 8000] [--more-steps 0] [--adv-steps 0] [--work runs/builtin]
 
 1. renders the training set: `marionet synth --kind humanoid --size 64 --videos 400 --frames 128 --seed 0`
    (long clips, so that training pairs and the held-out test span the puppets' larger motions);
-2. trains configs/puppets-64.yaml for --steps (WORK/run); with --adv-steps, then fine-tunes it with
-   configs/puppets-64-adv.yaml (GAN + feature matching, WORK/run-adv); both stages resume when rerun;
+2. trains configs/puppets-64.yaml for --steps (WORK/run); with --more-steps, trains on from those
+   weights with a fresh learning-rate schedule (`--init`, WORK/run-2); with --adv-steps, then fine-tunes
+   with configs/puppets-64-adv.yaml (GAN + feature matching, WORK/run-adv); each stage resumes when rerun;
 3. exports the final generator and keypoint detector (float16) to marionet/assets/models/puppets-64.safetensors;
 4. renders held-out puppets (seed 777, never used in training: 24 test videos of 128 frames, and their
    first 32 frames as a second, shorter set) and runs the reconstruction protocol for each stage and
@@ -62,15 +63,18 @@ def short_clips(heldout: Path, out: Path, frames: int = SHORT_FRAMES) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--steps", type=int, default=8000)
+    ap.add_argument("--more-steps", type=int, default=0)
     ap.add_argument("--adv-steps", type=int, default=0)
     ap.add_argument("--work", default="runs/builtin")
     args = ap.parse_args()
     work = Path(args.work)
     data, heldout = render_data(work)
     stages = [(CONFIG, work / "run", args.steps, None)]
+    if args.more_steps:
+        stages.append((CONFIG, work / "run-2", args.more_steps, stages[-1][1]))
     if args.adv_steps:
-        stages.append(("puppets-64-adv", work / "run-adv", args.adv_steps, work / "run"))
+        stages.append(("puppets-64-adv", work / "run-adv", args.adv_steps, stages[-1][1]))
     for config_name, run, steps, init in stages:
         state = run / "train_state.pt"
         done = torch.load(state, weights_only=True)["step"] if state.exists() else 0
@@ -83,9 +87,9 @@ def main() -> None:
                     dtype=torch.float16)
 
     models = {"untrained": None}
-    models.update({name: run for name, run, _, _ in stages})
+    models.update({run.name: run for _, run, _, _ in stages})
     models["built-in"] = "puppets"
-    report = {"steps": {name: steps for name, _, steps, _ in stages}}
+    report = {"steps": {run.name: steps for _, run, steps, _ in stages}}
     for label, frames, videos in (("long", FRAMES, heldout), ("short", SHORT_FRAMES, short_clips(heldout, work / "heldout-short"))):
         report[label] = {}
         for name, source in models.items():
@@ -96,12 +100,12 @@ def main() -> None:
             report[label][name] = reconstruct(model, videos, work / f"rec-{label}-{name}", progress=False)
         first = report[label]["built-in"]
         print(f"held-out puppets, {first['videos']} videos of {frames} frames ({first['frames']} frames):")
-        print(f"  {'':<28}{'L1':>8}{'AKD (px)':>10}{'MKR':>8}")
+        print(f"  {'':<36}{'L1':>8}{'AKD (px)':>10}{'MKR':>8}")
         rows = [("copy the source", first, "baseline_"), ("untrained model", report[label]["untrained"], "")]
-        rows += [(f"{name} ({steps} steps)", report[label][name], "") for name, _, steps, _ in stages]
+        rows += [(f"{run.name}: {name}, {steps} steps", report[label][run.name], "") for name, run, steps, _ in stages]
         rows.append(("built-in (float16 export)", first, ""))
         for row, m, p in rows:
-            print(f"  {row:<28}{m[p + 'l1']:>8.4f}{m[p + 'akd']:>10.3f}{m[p + 'mkr']:>8.3f}")
+            print(f"  {row:<36}{m[p + 'l1']:>8.4f}{m[p + 'akd']:>10.3f}{m[p + 'mkr']:>8.3f}")
     (work / "report.json").write_text(json.dumps(report, indent=2))
 
 
