@@ -16,6 +16,14 @@ from marionet.data.puppets import synthesize
 from marionet.train import train
 
 
+def steps_per_second(log_csv: Path, warm: int) -> tuple[float, int]:
+    """Steps per second in a run's log.csv after its first ``warm`` steps (one-time start-up costs),
+    and the number of steps timed."""
+    with open(log_csv, newline="") as f:
+        seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
+    return (len(seconds) - warm) / (seconds[-1] - seconds[warm - 1]), len(seconds) - warm
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="puppets-64")
@@ -30,12 +38,9 @@ def main() -> None:
         synthesize(Path(tmp) / "data", videos=20, frames=16, size=size, kind="humanoid", seed=5)
         train(config, Path(tmp) / "data", Path(tmp) / "run", steps=args.steps, batch_size=args.batch_size,
               checkpoint_every=10 ** 9, progress=False)
-        with open(Path(tmp) / "run" / "log.csv", newline="") as f:
-            seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
-    warm = 5  # the first steps include one-time start-up costs
-    rate = (len(seconds) - warm) / (seconds[-1] - seconds[warm - 1])
+        rate, timed = steps_per_second(Path(tmp) / "run" / "log.csv", warm=5)
     print(f"{args.config}: {rate:.2f} iterations/s at batch {args.batch_size} "
-          f"({rate * args.batch_size:.1f} samples/s), {len(seconds) - warm} timed steps")
+          f"({rate * args.batch_size:.1f} samples/s), {timed} timed steps")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import json
 import os
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.bench_train import steps_per_second
 from benchmarks.train_builtin import CONFIG, render_data
 from marionet.config import load_config
 from marionet.evaluate.reconstruction import reconstruct
@@ -32,12 +32,11 @@ import marionet
 BACKBONES = ("pixels", "random-vgg19")
 
 
-def steps_per_second(config: dict, data: Path, steps: int = 8) -> float:
+def measured_rate(config: dict, data: Path, steps: int = 8) -> float:
+    """Steps per second of a short throw-away run."""
     with tempfile.TemporaryDirectory() as tmp:
         train(copy.deepcopy(config), data, Path(tmp), steps=steps, checkpoint_every=10 ** 9, progress=False)
-        with open(Path(tmp) / "log.csv", newline="") as f:
-            seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
-    return (len(seconds) - 2) / (seconds[-1] - seconds[1])  # the first two steps warm up
+        return steps_per_second(Path(tmp) / "log.csv", warm=2)[0]
 
 
 def main() -> None:
@@ -55,12 +54,12 @@ def main() -> None:
         config["train_params"]["perceptual_backbone"] = backbone
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            rate = steps_per_second(config, data)
-            steps = args.steps or max(10, int(rate * args.minutes * 60))
+            steps = args.steps or max(10, int(measured_rate(config, data) * args.minutes * 60))
             run = work / f"{backbone}-{steps}steps"
             state = run / "train_state.pt"
             if not (state.exists() and torch.load(state, weights_only=True)["step"] >= steps):
                 train(config, data, run, steps=steps, checkpoint_every=10 ** 9, progress=False)
+        rate = steps_per_second(run / "log.csv", warm=2)[0]
         metrics = reconstruct(marionet.load(run), heldout, work / f"rec-{run.name}", progress=False)
         report[backbone] = dict(metrics, steps=steps, steps_per_second=rate)
         print(f"{backbone:>13}: {steps:6d} steps ({rate:.2f}/s)  L1 {metrics['l1']:.4f}  "
