@@ -1,11 +1,12 @@
 """Train the built-in 'puppets' model and measure it on held-out puppets.
 
-    .venv/bin/python -m benchmarks.train_builtin [--steps 8000] [--more-steps 0] [--adv-steps 0] [--work runs/builtin]
+    .venv/bin/python -m benchmarks.train_builtin [--steps 8000] [--more-steps N ...] [--adv-steps 0] [--work runs/builtin]
 
 1. renders the training set: `marionet synth --kind humanoid --size 64 --videos 400 --frames 128 --seed 0`
    (long clips, so that training pairs and the held-out test span the puppets' larger motions);
-2. trains configs/puppets-64.yaml for --steps (WORK/run); with --more-steps, trains on from those
-   weights with a fresh learning-rate schedule (`--init`, WORK/run-2); with --adv-steps, then fine-tunes
+2. trains configs/puppets-64.yaml for --steps (WORK/run); for each --more-steps N, trains on for N
+   steps from the previous stage's weights with a fresh learning-rate schedule (`--init`,
+   WORK/run-2, WORK/run-3, ...); with --adv-steps, then fine-tunes
    with configs/puppets-64-adv.yaml (GAN + feature matching, WORK/run-adv); each stage resumes when rerun;
 3. exports the final generator and keypoint detector (float16) to marionet/assets/models/puppets-64.safetensors;
 4. renders held-out puppets (seed 777, never used in training: 24 test videos of 128 frames, and their
@@ -64,15 +65,15 @@ def short_clips(heldout: Path, out: Path, frames: int = SHORT_FRAMES) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=8000)
-    ap.add_argument("--more-steps", type=int, default=0)
+    ap.add_argument("--more-steps", type=int, nargs="*", default=[])
     ap.add_argument("--adv-steps", type=int, default=0)
     ap.add_argument("--work", default="runs/builtin")
     args = ap.parse_args()
     work = Path(args.work)
     data, heldout = render_data(work)
     stages = [(CONFIG, work / "run", args.steps, None)]
-    if args.more_steps:
-        stages.append((CONFIG, work / "run-2", args.more_steps, stages[-1][1]))
+    for i, steps in enumerate(args.more_steps, start=2):
+        stages.append((CONFIG, work / f"run-{i}", steps, stages[-1][1]))
     if args.adv_steps:
         stages.append(("puppets-64-adv", work / "run-adv", args.adv_steps, stages[-1][1]))
     for config_name, run, steps, init in stages:
