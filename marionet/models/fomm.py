@@ -172,10 +172,10 @@ class OcclusionAwareGenerator(nn.Module):
             return occlusion
         return F.interpolate(occlusion, size=like.shape[2:], mode="bilinear", align_corners=False)
 
-    def _blend(self, skip, decoded, motion):
-        """warped skip where the source is visible, the decoder's output where it is occluded."""
-        occlusion = self._resized(motion["occlusion_map"], decoded)
-        return self.warp(skip, motion["deformation"]) * occlusion + decoded * (1 - occlusion)
+    def _blend(self, warped_skip, decoded, occlusion):
+        """the warped skip where the source is visible, the decoder's output where it is occluded."""
+        occlusion = self._resized(occlusion, decoded)
+        return warped_skip * occlusion + decoded * (1 - occlusion)
 
     def forward(self, source_image, kp_driving, kp_source, source_features=None):
         """source_image (1|B, C, H, W) -> {"prediction": (B, C, H, W), flow and masks for inspection}."""
@@ -183,26 +183,27 @@ class OcclusionAwareGenerator(nn.Module):
         b = kp_driving["value"].shape[0]
         levels = [f.expand(b, *f.shape[1:]) for f in levels]
         source_image = source_image.expand(b, *source_image.shape[1:])
-        out = levels[-1]
-        result, motion = {}, None
+        result = {}
         if self.dense_motion_network is not None:
             motion = self.dense_motion_network(source_image, kp_driving, kp_source)
             result.update(motion)
-            out = self.warp(out, motion["deformation"])
-            if "occlusion_map" in motion:
-                out = out * self._resized(motion["occlusion_map"], out)
+            # each level is warped once: the bottleneck input and, with skips, the blends reuse it
+            levels = [self.warp(f, motion["deformation"]) if self.skips or i == len(levels) - 1 else f
+                      for i, f in enumerate(levels)]
             result["deformed"] = self.warp(source_image, motion["deformation"])
-        skips = self.skips and motion is not None
+        occlusion = result.get("occlusion_map")
+        out = levels[-1] if occlusion is None else levels[-1] * self._resized(occlusion, levels[-1])
+        skips = self.skips and occlusion is not None
         out = self.bottleneck(out)
         for i, block in enumerate(self.up_blocks):
             if skips:
-                out = self._blend(levels[-1 - i], out, motion)
+                out = self._blend(levels[-1 - i], out, occlusion)
             out = block(out)
         if skips:
-            out = self._blend(levels[0], out, motion)
+            out = self._blend(levels[0], out, occlusion)
         out = torch.sigmoid(self.final(out))
         if skips:
-            out = self._blend(source_image, out, motion)
+            out = self._blend(result["deformed"], out, occlusion)
         result["prediction"] = out
         return result
 
