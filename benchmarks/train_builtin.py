@@ -1,13 +1,13 @@
 """Train the built-in 'puppets' model and measure it on held-out puppets.
 
-    .venv/bin/python -m benchmarks.train_builtin [--steps 8000] [--more-steps N ...] [--adv-steps 0] [--work runs/builtin]
+    .venv/bin/python -m benchmarks.train_builtin [--work runs/builtin] [--adv-steps 0]
 
 1. renders the training set: `marionet synth --kind humanoid --size 64 --videos 400 --frames 128 --seed 0`
    (long clips, so that training pairs and the held-out test span the puppets' larger motions);
-2. trains configs/puppets-64.yaml for --steps (WORK/run); for each --more-steps N, trains on for N
-   steps from the previous stage's weights with a fresh learning-rate schedule (`--init`,
-   WORK/run-2, WORK/run-3, ...); with --adv-steps, then fine-tunes
-   with configs/puppets-64-adv.yaml (GAN + feature matching, WORK/run-adv); each stage resumes when rerun;
+2. trains the stages of RECIPE in WORK/run, WORK/run-2, ...: each starts from the previous stage's
+   weights with a fresh learning-rate schedule (`marionet train --init`); a stage that ran before a
+   part of configs/puppets-64.yaml existed says what it ran without. With --adv-steps, then fine-tunes
+   with configs/puppets-64-adv.yaml (GAN + feature matching, WORK/run-adv). Each stage resumes when rerun;
 3. exports the final generator and keypoint detector (float16) to marionet/assets/models/puppets-64.safetensors;
 4. renders held-out puppets (seed 777, never used in training: 24 test videos of 128 frames, and their
    first 32 frames as a second, shorter set) and runs the reconstruction protocol for each stage and
@@ -20,6 +20,7 @@ import argparse
 import json
 import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,6 +36,34 @@ from marionet.train import train
 
 CONFIG = "puppets-64"
 HELDOUT_VIDEOS, FRAMES, SHORT_FRAMES = 24, 128, 32
+
+
+@dataclass
+class Stage:
+    steps: int                      # length of the stage's learning-rate schedule
+    stop_after: int | None = None   # the stage ended early, at this step
+    without: tuple[str, ...] = ()   # parts of puppets-64 the stage ran without (added later)
+
+
+# How the shipped model was made: the stages ran as the model gained its parts.
+RECIPE = [
+    Stage(8000, without=("background_motion", "keypoint_separation", "full_resolution_motion")),
+    Stage(2500, without=("background_motion", "keypoint_separation", "full_resolution_motion")),
+    Stage(10000, stop_after=6250, without=("full_resolution_motion",)),
+    Stage(7000),
+]
+
+
+def stage_config(stage: Stage) -> dict:
+    config = load_config(CONFIG)
+    generator = config["model_params"]["generator_params"]
+    if "background_motion" in stage.without:
+        del generator["background_motion"]
+    if "keypoint_separation" in stage.without:
+        del config["train_params"]["loss_weights"]["keypoint_separation"]
+    if "full_resolution_motion" in stage.without:
+        generator["dense_motion_params"]["scale_factor"] = 0.5
+    return config
 
 
 def render_data(work: Path) -> tuple[Path, Path]:
@@ -64,33 +93,33 @@ def short_clips(heldout: Path, out: Path, frames: int = SHORT_FRAMES) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=8000)
-    ap.add_argument("--more-steps", type=int, nargs="*", default=[])
     ap.add_argument("--adv-steps", type=int, default=0)
     ap.add_argument("--work", default="runs/builtin")
     args = ap.parse_args()
     work = Path(args.work)
     data, heldout = render_data(work)
-    stages = [(CONFIG, work / "run", args.steps, None)]
-    for i, steps in enumerate(args.more_steps, start=2):
-        stages.append((CONFIG, work / f"run-{i}", steps, stages[-1][1]))
+    stages, init = [], None  # (run directory, its last step, config, stage, init)
+    for i, stage in enumerate(RECIPE, start=1):
+        run = work / ("run" if i == 1 else f"run-{i}")
+        stages.append((run, stage.stop_after or stage.steps, stage_config(stage), stage, init))
+        init = run
     if args.adv_steps:
-        stages.append(("puppets-64-adv", work / "run-adv", args.adv_steps, stages[-1][1]))
-    for config_name, run, steps, init in stages:
+        stages.append((work / "run-adv", args.adv_steps, load_config("puppets-64-adv"), Stage(args.adv_steps), init))
+    for run, target, config, stage, init in stages:
         state = run / "train_state.pt"
         done = torch.load(state, weights_only=True)["step"] if state.exists() else 0
-        if done < steps:
-            train(load_config(config_name), data, run, steps=steps, resume=state.exists(), checkpoint_every=250,
-                  init=init)
+        if done < target:
+            train(config, data, run, steps=stage.steps, resume=state.exists(), checkpoint_every=250, init=init,
+                  stop_after=stage.stop_after)
     # Ship the inference networks only, in float16 (loaded back into float32 parameters).
-    final = marionet.load(stages[-1][1])
+    final = marionet.load(stages[-1][0])
     save_checkpoint(BUILTIN_MODELS["puppets"], final.model, final.config, networks=("generator", "kp_detector"),
                     dtype=torch.float16)
 
     models = {"untrained": None}
-    models.update({run.name: run for _, run, _, _ in stages})
+    models.update({run.name: run for run, *_ in stages})
     models["built-in"] = "puppets"
-    report = {"steps": {run.name: steps for _, run, steps, _ in stages}}
+    report = {"steps": {run.name: target for run, target, *_ in stages}}
     for label, frames, videos in (("long", FRAMES, heldout), ("short", SHORT_FRAMES, short_clips(heldout, work / "heldout-short"))):
         report[label] = {}
         for name, source in models.items():
@@ -103,7 +132,7 @@ def main() -> None:
         print(f"held-out puppets, {first['videos']} videos of {frames} frames ({first['frames']} frames):")
         print(f"  {'':<36}{'L1':>8}{'AKD (px)':>10}{'MKR':>8}")
         rows = [("copy the source", first, "baseline_"), ("untrained model", report[label]["untrained"], "")]
-        rows += [(f"{run.name}: {name}, {steps} steps", report[label][run.name], "") for name, run, steps, _ in stages]
+        rows += [(f"{run.name}: {target} steps", report[label][run.name], "") for run, target, *_ in stages]
         rows.append(("built-in (float16 export)", first, ""))
         for row, m, p in rows:
             print(f"  {row:<36}{m[p + 'l1']:>8.4f}{m[p + 'akd']:>10.3f}{m[p + 'mkr']:>8.3f}")

@@ -73,8 +73,10 @@ def read_checkpoint(path) -> tuple[dict[str, dict[str, torch.Tensor]], dict | No
     return states, None, True
 
 
-def load_weights(model: nn.Module, states: dict, path, official: bool, networks=("generator", "kp_detector")) -> None:
-    """Strictly load the named networks; one-line error listing what does not match."""
+def load_weights(model: nn.Module, states: dict, path, official: bool, networks=("generator", "kp_detector"),
+                 missing_ok: tuple[str, ...] = ()) -> None:
+    """Strictly load the named networks; one-line error listing what does not match. Weights named
+    ``<network>.<prefix>...`` for a prefix in ``missing_ok`` may be absent and keep their initialisation."""
     for name in networks:
         module = getattr(model, name, None)
         if module is None:
@@ -82,13 +84,14 @@ def load_weights(model: nn.Module, states: dict, path, official: bool, networks=
         if name not in states:
             raise MarionetError(f"{path}: the checkpoint has no '{name}' weights (it has: {', '.join(states)})")
         state = model.convert_official(name, states[name]) if official else states[name]
-        _check_match(module, state, name, path)
-        module.load_state_dict(state, strict=True)
+        optional = tuple(p[len(name) + 1:] for p in missing_ok if p.startswith(name + "."))
+        _check_match(module, state, name, path, optional)
+        module.load_state_dict(state, strict=not optional)
 
 
-def _check_match(module: nn.Module, state: dict, name: str, path) -> None:
+def _check_match(module: nn.Module, state: dict, name: str, path, optional: tuple[str, ...] = ()) -> None:
     expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
+    missing = [k for k in expected if k not in state and not (optional and k.startswith(optional))]
     unexpected = [k for k in state if k not in expected]
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
               if k in state and tuple(state[k].shape) != tuple(v.shape)]

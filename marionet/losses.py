@@ -159,6 +159,18 @@ def feature_matching_loss(real_features: list[torch.Tensor], fake_features: list
     return sum(w * (r - f).abs().mean() for w, r, f in zip(weights, real_features, fake_features) if w)
 
 
+def keypoint_separation_loss(value: torch.Tensor, distance: float) -> torch.Tensor:
+    """Mean over ordered pairs of distinct keypoints of max(0, distance - |x_i - x_j|).
+
+    value (B, K, 2). A prior in the spirit of face-vid2vid's keypoint prior: keypoints that collapse
+    onto one part (here, the puppet's torso) move it the same way and leave thin parts without one.
+    """
+    k = value.shape[1]
+    gaps = (value[:, :, None] - value[:, None]).square().sum(-1).add(1e-12).sqrt()   # (B, K, K)
+    off_diagonal = ~torch.eye(k, dtype=torch.bool, device=value.device)
+    return F.relu(distance - gaps)[:, off_diagonal].mean()
+
+
 def detach_kp(kp: dict) -> dict:
     return {k: v.detach() for k, v in kp.items()}
 
@@ -215,13 +227,15 @@ class FOMMObjective(Objective):
                                                 train_params.get("vgg19_weights"))
         self.transform_params = train_params.get("transform_params", {})
         self.align_corners = model.align_corners
+        self.separation_distance = float(train_params.get("keypoint_separation_distance", 0.2))
         # As in the official train.py: no adversarial term, no discriminator training.
         self.trains_discriminator = bool(weights.get("generator_gan", 0))
 
     def generator_loss(self, batch: dict):
         source, driving = batch["source"], batch["driving"]
         kp_source, kp_driving = self.kp_detector(source), self.kp_detector(driving)
-        generated = self.generator(source, kp_driving=kp_driving, kp_source=kp_source)
+        generated = self.generator(source, kp_driving=kp_driving, kp_source=kp_source,
+                                   background=self.generator.background(source, driving))
         generated.update(kp_source=kp_source, kp_driving=kp_driving)
         losses = {}
         real = self.pyramid(driving)
@@ -239,6 +253,10 @@ class FOMMObjective(Objective):
                 losses["feature_matching"] = sum(
                     feature_matching_loss(d_real[f"feature_maps_{s}"], d_fake[f"feature_maps_{s}"], fm)
                     for s in self.disc_scales)
+        if self.weights.get("keypoint_separation", 0):
+            value = torch.cat([kp_source["value"], kp_driving["value"]])
+            losses["keypoint_separation"] = self.weights["keypoint_separation"] * keypoint_separation_loss(
+                value, self.separation_distance)
         w_value, w_jac = self.weights.get("equivariance_value", 0), self.weights.get("equivariance_jacobian", 0)
         if w_value or w_jac:
             transform = RandomTPS(batch["seed"].tolist(), device=driving.device, **self.transform_params)

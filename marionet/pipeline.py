@@ -79,17 +79,22 @@ class AnimationPipeline:
         kp_source = self.kp_detector(source_t)
         kp_source.pop("heatmap", None)
         source_features = self.generator.encode_source(source_t)
-        kp_initial, scale = None, 1.0
+        kp_initial, initial, scale = None, None, 1.0
+        background = getattr(self.generator, "background", None)  # FOMM-family camera motion, if trained
         for batch in _batches(driving, batch_size):
             driving_t = self.to_tensor(np.stack(batch))                   # (B, 3, h, w)
             kp_driving = self.kp_detector(driving_t)
             if kp_initial is None:
                 kp_initial = {k: v[:1] for k, v in kp_driving.items() if k != "heatmap"}
+                initial = driving_t[:1]
                 if relative and adapt_scale:
                     scale = movement_scale(kp_source, kp_initial)
             kp_norm = self.transfer(kp_source, kp_driving, kp_initial, relative, scale)
+            extra = {}
+            if background is not None:  # relative: the camera's motion since the first driving frame
+                extra["background"] = background(initial if relative else source_t, driving_t)
             out = self.generator(source_t, kp_driving=kp_norm, kp_source=kp_source,
-                                 source_features=source_features)["prediction"]
+                                 source_features=source_features, **extra)["prediction"]
             yield from out.permute(0, 2, 3, 1).float().cpu().numpy()
 
 

@@ -223,7 +223,16 @@ def _load_init(model, init) -> None:
 
     path = resolve_checkpoint(init)
     states, _, official = read_checkpoint(path)
-    load_weights(model, states, path, official)
+    # Anti-aliasing kernels are fixed functions of a network's scale_factor, not learned: a fine-tune
+    # may change the resolution a network works at, and keeps its own kernels.
+    for network, key in (("kp_detector", "down.weight"), ("generator", "dense_motion_network.down.weight")):
+        own = getattr(model, network).state_dict()
+        if network in states:
+            states[network] = {k: v for k, v in states[network].items() if k != key}
+            if key in own:
+                states[network][key] = own[key]
+    # a background-motion network added to a model trained without one starts as the identity
+    load_weights(model, states, path, official, missing_ok=("generator.bg_motion.",))
     try:
         load_weights(model, states, path, official, networks=("discriminator",))
     except MarionetError as e:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from marionet.geometry import hull_area, kp2gaussian, make_coordinate_grid
-from marionet.models.fomm import (FOMM, DenseMotionNetwork, KPDetector, MultiScaleDiscriminator,
+from marionet.models.fomm import (FOMM, BackgroundMotion, DenseMotionNetwork, KPDetector, MultiScaleDiscriminator,
                                   OcclusionAwareGenerator)
 from marionet.motion import movement_scale, transfer_keypoints
 from marionet.nn.blocks import AntiAliasInterpolation2d, Hourglass
@@ -160,11 +160,48 @@ def test_skip_generator_uses_the_decoder_where_occluded():
                                 num_bottleneck_blocks=1, estimate_occlusion_map=False, skips=True)
 
 
+def test_background_motion_starts_as_the_identity():
+    bg = BackgroundMotion(num_channels=3, block_expansion=4, max_features=16, num_blocks=3)
+    out = bg(torch.rand(1, 3, 32, 32), torch.rand(2, 3, 32, 32))  # one source, two driving frames
+    assert torch.equal(out, torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(2, 2, 3))
+
+
+def test_background_slot_follows_the_camera_motion():
+    """With every pixel assigned to the background slot, the dense flow is the given affine motion and
+    the generator's deformed source is the source shifted by it."""
+    gen = OcclusionAwareGenerator(num_channels=3, num_kp=K, block_expansion=4, max_features=16, num_down_blocks=2,
+                                  num_bottleneck_blocks=1, estimate_occlusion_map=True, skips=True,
+                                  background_motion={"block_expansion": 4, "max_features": 16, "num_blocks": 3},
+                                  dense_motion_params={"block_expansion": 4, "max_features": 16, "num_blocks": 3,
+                                                       "scale_factor": 1}).eval()
+    source = torch.rand(1, 3, 32, 32)
+    kp_s, kp_d = random_kp(1), random_kp(2, seed=1)
+    affine = torch.tensor([[[1.0, 0, 0.25], [0, 1, -0.125]], [[0.9, 0.1, 0], [-0.1, 0.9, 0.05]]])
+    with torch.no_grad():
+        mask = gen.dense_motion_network.mask
+        mask.weight.zero_()
+        mask.bias.copy_(torch.tensor([60.0] + [0.0] * K))  # background slot everywhere
+        out = gen(source, kp_driving=kp_d, kp_source=kp_s, background=affine)
+        still = gen(source, kp_driving=kp_d, kp_source=kp_s)
+    grid = make_coordinate_grid(32, 32)
+    expected = torch.einsum("bij,hwj->bhwi", affine[:, :, :2], grid) + affine[:, None, None, :, 2]
+    assert torch.allclose(out["deformation"], expected, atol=1e-5)
+    shifted = torch.nn.functional.grid_sample(source.expand(2, -1, -1, -1), expected, align_corners=True)
+    assert torch.allclose(out["deformed"], shifted, atol=1e-5)
+    assert torch.allclose(still["deformation"], grid.expand(2, 32, 32, 2), atol=1e-5)  # no background: still
+    assert torch.equal(gen.background(source, torch.rand(2, 3, 32, 32)), torch.eye(2, 3).expand(2, 2, 3))
+    with pytest.raises(ValueError, match="dense_motion_params"):
+        OcclusionAwareGenerator(num_channels=3, num_kp=K, block_expansion=4, max_features=16, num_down_blocks=1,
+                                num_bottleneck_blocks=1, background_motion=True)
+
+
 def test_training_gradients_reach_every_network():
-    model = FOMM(tiny_params()).train()
+    params = tiny_params()
+    params["generator_params"]["background_motion"] = {"block_expansion": 4, "max_features": 16, "num_blocks": 3}
+    model = FOMM(params).train()
     x, y = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
     kp_s, kp_d = model.kp_detector(x), model.kp_detector(y)
-    out = model.generator(x, kp_driving=kp_d, kp_source=kp_s)
+    out = model.generator(x, kp_driving=kp_d, kp_source=kp_s, background=model.generator.background(x, y))
     disc = model.discriminator({"prediction_1": out["prediction"], "prediction_0.5": out["prediction"][..., ::2, ::2]},
                                kp=kp_d)
     assert disc["prediction_map_1"].shape[1] == 1 and len(disc["feature_maps_0.5"]) == 3
@@ -209,3 +246,23 @@ def test_zero_order_model_animates_relative():
                              "dataset_params": {"frame_shape": [32, 32, 3]}})
     out = pipe.animate(np.random.rand(40, 48, 3).astype(np.float32), np.random.rand(3, 32, 32, 3).astype(np.float32))
     assert out.shape == (3, 32, 32, 3) and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("relative", [True, False])
+def test_pipeline_background_motion_reference_frame(relative):
+    """Relative animation moves the source's background by the camera motion since the first driving
+    frame; absolute animation by the motion from the source to each driving frame."""
+    from marionet.pipeline import AnimationPipeline
+
+    params = tiny_params()
+    params["generator_params"]["background_motion"] = {"block_expansion": 4, "max_features": 16, "num_blocks": 3}
+    pipe = AnimationPipeline(FOMM(params, with_discriminator=False), {"model_params": params,
+                             "dataset_params": {"frame_shape": [32, 32, 3]}}, channels_last=False)
+    calls, original = [], pipe.generator.background
+    pipe.generator.background = lambda a, b: calls.append((a.clone(), b.clone())) or original(a, b)
+    source, driving = np.random.rand(32, 32, 3).astype(np.float32), np.random.rand(5, 32, 32, 3).astype(np.float32)
+    out = pipe.animate(source, driving, relative=relative, batch_size=2)
+    assert out.shape == (5, 32, 32, 3) and len(calls) == 3
+    reference = pipe.to_tensor(driving[0] if relative else source)
+    assert all(torch.equal(a, reference) for a, _ in calls)
+    assert torch.equal(torch.cat([b for _, b in calls]), pipe.to_tensor(driving))

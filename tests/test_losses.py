@@ -1,9 +1,10 @@
-"""The perceptual pyramid loss: its backbones, the small-level rule and VGG19 weight loading."""
+"""The perceptual pyramid loss (its backbones, the small-level rule, VGG19 weight loading) and the
+keypoint separation prior."""
 import pytest
 import torch
 
 from marionet.errors import MarionetError
-from marionet.losses import ImagePyramid, PerceptualPyramidLoss, Vgg19
+from marionet.losses import ImagePyramid, PerceptualPyramidLoss, Vgg19, keypoint_separation_loss
 
 WEIGHTS = [10, 10, 10, 10, 10]
 
@@ -73,3 +74,46 @@ def test_without_weights_it_falls_back_to_pixels_once(monkeypatch, tmp_path, rec
     first, second = PerceptualPyramidLoss(WEIGHTS, "vgg19"), PerceptualPyramidLoss(WEIGHTS, "vgg19")
     assert first.backbone == second.backbone == "pixels" and first.vgg is None
     assert sum("falls back to a pixel-space L1 pyramid" in str(w.message) for w in recwarn) == 1
+
+
+def test_keypoint_separation_pushes_only_close_keypoints_apart():
+    apart = torch.tensor([[[-0.5, 0.0], [0.5, 0.0], [0.0, 0.5]]])
+    assert float(keypoint_separation_loss(apart, 0.2)) == 0.0
+    close = torch.tensor([[[0.0, 0.0], [0.05, 0.0], [0.9, 0.9]]], requires_grad=True)
+    loss = keypoint_separation_loss(close, 0.2)
+    assert float(loss) == pytest.approx(2 * 0.15 / 6)  # one close pair, counted both ways, over 6 ordered pairs
+    loss.backward()
+    assert close.grad[0, 0, 0] > 0 and close.grad[0, 1, 0] < 0  # descending moves them apart along x
+    assert float(close.grad[0, 2].abs().sum()) == 0.0
+    same = torch.zeros(1, 2, 2, requires_grad=True)  # coincident keypoints: finite loss and gradient
+    keypoint_separation_loss(same, 0.2).backward()
+    assert torch.isfinite(same.grad).all()
+
+
+def test_fomm_objective_adds_the_separation_term_when_weighted(monkeypatch):
+    import os
+    import warnings
+
+    import yaml
+
+    from marionet.losses import FOMMObjective
+    from marionet.models import build_model
+
+    monkeypatch.setenv("MARIONET_OFFLINE", "1")
+    with open(os.path.join(os.path.dirname(__file__), "configs", "tiny-fomm.yaml")) as f:
+        config = yaml.safe_load(f)
+    tp = config["train_params"]
+    torch.manual_seed(0)
+    model = build_model(config)
+    batch = {"source": torch.rand(2, 3, 64, 64), "driving": torch.rand(2, 3, 64, 64), "seed": torch.arange(2)}
+    with warnings.catch_warnings():  # no VGG19 weights here: the pixel fallback, said once per process
+        warnings.simplefilter("ignore")
+        assert "keypoint_separation" not in FOMMObjective(model, tp).generator_loss(batch)[0]
+    tp["loss_weights"]["keypoint_separation"] = 10
+    tp["keypoint_separation_distance"] = 5.0  # wider than the image: every pair is too close
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        losses, generated = FOMMObjective(model, tp).generator_loss(batch)
+    kp = torch.cat([generated["kp_source"]["value"], generated["kp_driving"]["value"]])
+    assert torch.allclose(losses["keypoint_separation"], 10 * keypoint_separation_loss(kp, 5.0))
+    assert float(losses["keypoint_separation"]) > 10

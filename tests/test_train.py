@@ -150,3 +150,30 @@ def test_init_fine_tunes_from_a_checkpoint(puppets, config, tmp_path):
     key = "generator.final.weight"
     assert (tuned[key] - first[key]).abs().max() < 1e-3  # one Adam step away from the first run's weights
     assert (tuned[key] - own_init[key]).abs().max() > 1e-2  # far from where seed 1 alone would start
+
+
+def test_init_adds_a_background_motion_network_as_the_identity(puppets, config, tmp_path):
+    """A model trained without background motion fine-tunes with it, its dense motion moved to full
+    resolution: the new network starts as the identity and is trained, the learned weights carry over
+    (the anti-aliasing kernel is not learned); any other missing weight is still an error."""
+    import marionet
+    from marionet.errors import MarionetError
+
+    train(copy.deepcopy(config), puppets, tmp_path / "first", steps=1, batch_size=2, workers=0, progress=False)
+    with_bg = copy.deepcopy(config)
+    with_bg["model_params"]["generator_params"]["background_motion"] = {"block_expansion": 4, "max_features": 16,
+                                                                        "num_blocks": 3}
+    with_bg["model_params"]["generator_params"]["dense_motion_params"]["scale_factor"] = 1
+    train(copy.deepcopy(with_bg), puppets, tmp_path / "bg", steps=3, batch_size=2, workers=0, progress=False,
+          init=tmp_path / "first")
+    tuned = marionet.load(tmp_path / "bg").model.generator
+    first = load_file(tmp_path / "first" / "model.safetensors")
+    key = "dense_motion_network.mask.weight"
+    assert (tuned.state_dict()[key] - first[f"generator.{key}"]).abs().max() < 1e-3  # 3 Adam steps away
+    assert tuned.bg_motion.affine.weight.abs().sum() > 0  # trained
+    frames = torch.rand(2, 3, 64, 64)
+    assert (tuned.background(frames[:1], frames[1:]) - torch.eye(2, 3)).abs().max() < 0.1  # from the identity
+    bigger = copy.deepcopy(config)
+    bigger["model_params"]["generator_params"]["num_bottleneck_blocks"] = 2
+    with pytest.raises(MarionetError, match="missing: bottleneck.r1"):
+        train(bigger, puppets, tmp_path / "bad", steps=1, batch_size=2, workers=0, progress=False, init=tmp_path / "first")

@@ -56,6 +56,27 @@ class KPDetector(nn.Module):
         return out
 
 
+class BackgroundMotion(nn.Module):
+    """An affine background (camera) motion from a pair of frames, as MRAA's background predictor.
+
+    (source, driving) (B, C, H, W) each -> (B, 2, 3) mapping driving coordinates z to source
+    coordinates A z + t; it starts as the identity, so adding it to a trained model changes nothing.
+    """
+
+    def __init__(self, num_channels, block_expansion=16, max_features=128, num_blocks=4):
+        super().__init__()
+        widths = [2 * num_channels] + [min(max_features, block_expansion * 2 ** i) for i in range(num_blocks)]
+        self.down_blocks = nn.Sequential(*(DownBlock2d(a, b) for a, b in zip(widths[:-1], widths[1:])))
+        self.affine = nn.Linear(widths[-1], 6)
+        self.affine.weight.data.zero_()
+        self.affine.bias.data.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))
+
+    def forward(self, source, driving):
+        source = source.expand_as(driving)
+        features = self.down_blocks(torch.cat([source, driving], dim=1)).mean(dim=(2, 3))  # (B, F)
+        return self.affine(features).reshape(-1, 2, 3)
+
+
 class DenseMotionNetwork(nn.Module):
     """Sparse keypoint motions -> dense backward flow (driving -> source) and occlusion map.
 
@@ -76,18 +97,24 @@ class DenseMotionNetwork(nn.Module):
         if scale_factor != 1:
             self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
 
-    def sparse_motions(self, h, w, kp_driving, kp_source):
-        """(B, K+1, h, w, 2): identity for the background, then T_k(z) = J_k (z - d_k) + s_k."""
+    def sparse_motions(self, h, w, kp_driving, kp_source, background=None):
+        """(B, K+1, h, w, 2): the background's motion (the identity, or the (B, 2, 3) affine
+        ``background``), then T_k(z) = J_k (z - d_k) + s_k."""
         grid = make_coordinate_grid(h, w, dtype=kp_source["value"].dtype, device=kp_source["value"].device)
         b = kp_driving["value"].shape[0]
+        if background is None:
+            bg = grid.expand(b, 1, h, w, 2)
+        else:
+            bg = torch.einsum("bij,hwj->bhwi", background[:, :, :2], grid) + background[:, None, None, :, 2]
+            bg = bg.unsqueeze(1)                                                      # (B, 1, h, w, 2)
         z = grid - kp_driving["value"][:, :, None, None, :]                       # (B, K, h, w, 2)
         if "jacobian" in kp_driving:
             jac = kp_source["jacobian"] @ torch.inverse(kp_driving["jacobian"])   # (B, K, 2, 2)
             z = torch.einsum("bkij,bkhwj->bkhwi", jac, z)
         to_source = z + kp_source["value"][:, :, None, None, :]
-        return torch.cat([grid.expand(b, 1, h, w, 2), to_source], dim=1)
+        return torch.cat([bg, to_source], dim=1)
 
-    def forward(self, source_image, kp_driving, kp_source):
+    def forward(self, source_image, kp_driving, kp_source, background=None):
         if self.scale_factor != 1:
             source_image = self.down(source_image)                                 # (1|B, C, h, w)
         _, c, h, w = source_image.shape
@@ -98,7 +125,7 @@ class DenseMotionNetwork(nn.Module):
             kp_source["value"], (h, w), self.kp_variance)                          # (B, K, h, w)
         heat = torch.cat([heat.new_zeros(b, 1, h, w), heat], dim=1).unsqueeze(2)   # (B, K+1, 1, h, w)
 
-        motions = self.sparse_motions(h, w, kp_driving, kp_source)                # (B, K+1, h, w, 2)
+        motions = self.sparse_motions(h, w, kp_driving, kp_source, background)    # (B, K+1, h, w, 2)
         src = source_image.unsqueeze(1).expand(b, k1, c, h, w).reshape(b * k1, c, h, w)
         sparse_deformed = F.grid_sample(src, motions.reshape(b * k1, h, w, 2),
                                         align_corners=self.align_corners).reshape(b, k1, c, h, w)
@@ -121,11 +148,15 @@ class OcclusionAwareGenerator(nn.Module):
     level is warped and blended into the decoder as skip * occlusion + decoder * (1 - occlusion), and
     the output is blended the same way with the warped source pixels, so where nothing is occluded the
     source's own detail is carried through instead of being regenerated from the bottleneck.
+
+    ``background_motion`` (also MRAA's) adds a ``BackgroundMotion`` network: the background slot of the
+    dense motion follows an affine camera motion instead of staying still. Callers compute it with
+    ``background(source, driving)`` and pass it to ``forward``.
     """
 
     def __init__(self, num_channels, num_kp, block_expansion, max_features, num_down_blocks,
                  num_bottleneck_blocks, estimate_occlusion_map=False, dense_motion_params=None,
-                 estimate_jacobian=False, align_corners=True, skips=False):
+                 estimate_jacobian=False, align_corners=True, skips=False, background_motion=None):
         super().__init__()
         if dense_motion_params is not None:
             self.dense_motion_network = DenseMotionNetwork(
@@ -150,6 +181,14 @@ class OcclusionAwareGenerator(nn.Module):
         self.skips = bool(skips)
         if self.skips and not estimate_occlusion_map:
             raise ValueError("generator_params.skips needs estimate_occlusion_map: True")
+        if background_motion and self.dense_motion_network is None:
+            raise ValueError("generator_params.background_motion needs dense_motion_params")
+        params = {} if background_motion is True else background_motion
+        self.bg_motion = BackgroundMotion(num_channels, **params) if background_motion else None
+
+    def background(self, source_image, driving_image):
+        """(B, 2, 3) affine background motion driving -> source, or None without a background network."""
+        return None if self.bg_motion is None else self.bg_motion(source_image, driving_image)
 
     def encode_source(self, source_image):
         """(B, C, H, W) -> [level 0 (B, F, H, W), ..., level D (B, F', H/2^D, W/2^D)]; depends on the
@@ -177,15 +216,16 @@ class OcclusionAwareGenerator(nn.Module):
         occlusion = self._resized(occlusion, decoded)
         return warped_skip * occlusion + decoded * (1 - occlusion)
 
-    def forward(self, source_image, kp_driving, kp_source, source_features=None):
-        """source_image (1|B, C, H, W) -> {"prediction": (B, C, H, W), flow and masks for inspection}."""
+    def forward(self, source_image, kp_driving, kp_source, source_features=None, background=None):
+        """source_image (1|B, C, H, W) -> {"prediction": (B, C, H, W), flow and masks for inspection}.
+        ``background``: (B, 2, 3) from ``self.background``; None keeps the background still."""
         levels = self.encode_source(source_image) if source_features is None else source_features
         b = kp_driving["value"].shape[0]
         levels = [f.expand(b, *f.shape[1:]) for f in levels]
         source_image = source_image.expand(b, *source_image.shape[1:])
         result = {}
         if self.dense_motion_network is not None:
-            motion = self.dense_motion_network(source_image, kp_driving, kp_source)
+            motion = self.dense_motion_network(source_image, kp_driving, kp_source, background)
             result.update(motion)
             # each level is warped once: the bottleneck input and, with skips, the blends reuse it
             levels = [self.warp(f, motion["deformation"]) if self.skips or i == len(levels) - 1 else f
