@@ -51,6 +51,7 @@ RECIPE = [
     Stage(2500, without=("background_motion", "keypoint_separation", "full_resolution_motion")),
     Stage(10000, stop_after=6250, without=("full_resolution_motion",)),
     Stage(7000),
+    Stage(4500),
 ]
 
 
