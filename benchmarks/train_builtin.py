@@ -1,12 +1,13 @@
 """Train the built-in 'puppets' model and measure it on held-out puppets.
 
-    .venv/bin/python -m benchmarks.train_builtin [--work runs/builtin] [--adv-steps 0]
+    .venv/bin/python -m benchmarks.train_builtin [--work runs/builtin] [--adv-steps 0] [--start K --init CKPT]
 
 1. renders the training set: `marionet synth --kind humanoid --size 64 --videos 400 --frames 128 --seed 0`
    (long clips, so that training pairs and the held-out test span the puppets' larger motions);
 2. trains the stages of RECIPE in WORK/run, WORK/run-2, ...: each starts from the previous stage's
    weights with a fresh learning-rate schedule (`marionet train --init`); a stage that ran before a
-   part of configs/puppets-64.yaml existed says what it ran without. With --adv-steps, then fine-tunes
+   part of configs/puppets-64.yaml existed says what it ran without. `--start K --init puppets`
+   skips the stages before K, beginning from the shipped model they made. With --adv-steps, then fine-tunes
    with configs/puppets-64-adv.yaml (GAN + feature matching, WORK/run-adv). Each stage resumes when rerun;
 3. exports the final generator and keypoint detector (float16) to marionet/assets/models/puppets-64.safetensors;
 4. renders held-out puppets (seed 777, never used in training: 24 test videos of 128 frames, and their
@@ -30,7 +31,7 @@ from marionet.checkpoints import save_checkpoint
 from marionet.config import load_config
 from marionet.data.puppets import synthesize
 from marionet.evaluate.reconstruction import reconstruct
-from marionet.loading import BUILTIN_MODELS
+from marionet.loading import BUILTIN_MODELS, resolve_checkpoint
 from marionet.train import train
 
 
@@ -45,14 +46,17 @@ class Stage:
     without: tuple[str, ...] = ()   # parts of puppets-64 the stage ran without (added later)
 
 
-# How the shipped model was made: the stages ran as the model gained its parts.
+# How the shipped model was made: the stages ran as the model gained its parts. Stages 3-5 tracked
+# the camera with MRAA's learned network ("background_search" absent), stage 6 with the search.
 RECIPE = [
     Stage(8000, without=("background_motion", "keypoint_separation", "full_resolution_motion")),
     Stage(2500, without=("background_motion", "keypoint_separation", "full_resolution_motion")),
-    Stage(10000, stop_after=6250, without=("full_resolution_motion",)),
-    Stage(7000),
-    Stage(4500),
+    Stage(10000, stop_after=6250, without=("full_resolution_motion", "background_search")),
+    Stage(7000, without=("background_search",)),
+    Stage(4500, without=("background_search",)),
+    Stage(6000),
 ]
+LEARNED_BACKGROUND = {"block_expansion": 16, "max_features": 128, "num_blocks": 4}
 
 
 def stage_config(stage: Stage) -> dict:
@@ -60,6 +64,8 @@ def stage_config(stage: Stage) -> dict:
     generator = config["model_params"]["generator_params"]
     if "background_motion" in stage.without:
         del generator["background_motion"]
+    elif "background_search" in stage.without:
+        generator["background_motion"] = dict(LEARNED_BACKGROUND)
     if "keypoint_separation" in stage.without:
         del config["train_params"]["loss_weights"]["keypoint_separation"]
     if "full_resolution_motion" in stage.without:
@@ -96,14 +102,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--adv-steps", type=int, default=0)
     ap.add_argument("--work", default="runs/builtin")
+    ap.add_argument("--start", type=int, default=1, help="first stage to run (needs --init when > 1)")
+    ap.add_argument("--init", help="weights the --start stage begins from, e.g. 'puppets' (the shipped "
+                                   "model, which the stages before it made); copied to WORK/init.safetensors")
     args = ap.parse_args()
     work = Path(args.work)
+    if (args.start > 1) != bool(args.init):
+        ap.error("--start > 1 and --init go together")
     data, heldout = render_data(work)
-    stages, init = [], None  # (run directory, its last step, config, stage, init)
+    init = None
+    if args.init:  # kept under WORK: the export below replaces the shipped model
+        init = work / "init.safetensors"
+        if not init.exists():
+            shutil.copyfile(resolve_checkpoint(args.init), init)
+    stages = []  # (run directory, its last step, config, stage, init)
     for i, stage in enumerate(RECIPE, start=1):
         run = work / ("run" if i == 1 else f"run-{i}")
-        stages.append((run, stage.stop_after or stage.steps, stage_config(stage), stage, init))
-        init = run
+        if i >= args.start:
+            stages.append((run, stage.stop_after or stage.steps, stage_config(stage), stage, init))
+        init = run if i >= args.start else init
     if args.adv_steps:
         stages.append((work / "run-adv", args.adv_steps, load_config("puppets-64-adv"), Stage(args.adv_steps), init))
     for run, target, config, stage, init in stages:
@@ -118,6 +135,8 @@ def main() -> None:
                     dtype=torch.float16)
 
     models = {"untrained": None}
+    if args.init:
+        models[f"init ({args.init})"] = work / "init.safetensors"
     models.update({run.name: run for run, *_ in stages})
     models["built-in"] = "puppets"
     report = {"steps": {run.name: target for run, target, *_ in stages}}
@@ -133,6 +152,7 @@ def main() -> None:
         print(f"held-out puppets, {first['videos']} videos of {frames} frames ({first['frames']} frames):")
         print(f"  {'':<36}{'L1':>8}{'AKD (px)':>10}{'MKR':>8}")
         rows = [("copy the source", first, "baseline_"), ("untrained model", report[label]["untrained"], "")]
+        rows += [(name, report[label][name], "") for name in models if name.startswith("init")]
         rows += [(f"{run.name}: {target} steps", report[label][run.name], "") for run, target, *_ in stages]
         rows.append(("built-in (float16 export)", first, ""))
         for row, m, p in rows:

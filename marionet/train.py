@@ -231,7 +231,10 @@ def _load_init(model, init) -> None:
             states[network] = {k: v for k, v in states[network].items() if k != key}
             if key in own:
                 states[network][key] = own[key]
-    # a background-motion network added to a model trained without one starts as the identity
+    # A background-motion network added to a model trained without one starts as the identity; the
+    # weights of a learned one are dropped when the config replaces it by the weight-free search.
+    if "generator" in states and not any(k.startswith("bg_motion.") for k in model.generator.state_dict()):
+        states["generator"] = {k: v for k, v in states["generator"].items() if not k.startswith("bg_motion.")}
     load_weights(model, states, path, official, missing_ok=("generator.bg_motion.",))
     try:
         load_weights(model, states, path, official, networks=("discriminator",))

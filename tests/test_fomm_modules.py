@@ -5,7 +5,7 @@ import torch
 
 from marionet.geometry import hull_area, kp2gaussian, make_coordinate_grid
 from marionet.models.fomm import (FOMM, BackgroundMotion, DenseMotionNetwork, KPDetector, MultiScaleDiscriminator,
-                                  OcclusionAwareGenerator)
+                                  OcclusionAwareGenerator, TranslationSearch)
 from marionet.motion import movement_scale, transfer_keypoints
 from marionet.nn.blocks import AntiAliasInterpolation2d, Hourglass
 
@@ -164,6 +164,68 @@ def test_background_motion_starts_as_the_identity():
     bg = BackgroundMotion(num_channels=3, block_expansion=4, max_features=16, num_blocks=3)
     out = bg(torch.rand(1, 3, 32, 32), torch.rand(2, 3, 32, 32))  # one source, two driving frames
     assert torch.equal(out, torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(2, 2, 3))
+
+
+def _shifted(image, dx, dy):
+    """image sampled at z + (dx, dy) pixels (bilinear, as the generator warps), edges replicated."""
+    _, _, h, w = image.shape
+    grid = make_coordinate_grid(h, w) + torch.tensor([2 * dx / (w - 1), 2 * dy / (h - 1)])
+    return torch.nn.functional.grid_sample(image, grid[None], align_corners=True, padding_mode="border")
+
+
+def _blob_texture(seed, size=64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.interpolate(torch.rand(1, 3, 16, 16, generator=g), size=(size, size),
+                                           mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+@pytest.mark.parametrize("dx, dy", [(3.25, -1.5), (-7.0, 4.6875), (0.0, 0.0)])
+def test_translation_search_recovers_the_camera_pan(dx, dy):
+    """A textured background panned by (dx, dy) px, with a 16x16 'subject' pasted at different places in
+    the two frames: the estimate is the pan to 1/16 px, in the generator's [-1, 1] units."""
+    background = _blob_texture(0)
+    source, driving = background.clone(), _shifted(background, dx, dy)
+    source[..., 8:24, 10:26] = 1.0
+    driving[..., 30:46, 28:44] = 1.0
+    out = TranslationSearch()(source, driving)
+    assert out.shape == (1, 2, 3)
+    assert torch.equal(out[:, :, :2], torch.eye(2)[None])
+    assert torch.allclose(out[0, :, 2] * 63 / 2, torch.tensor([dx, dy]), atol=1 / 16 + 1e-4)
+
+
+def test_translation_search_keeps_a_plain_background_still():
+    """On a plain background only the subject moves; covering less than min_gain (5%) of the frame, it
+    must not become the camera motion."""
+    source, driving = torch.full((1, 3, 64, 64), 0.3), torch.full((2, 3, 64, 64), 0.3)
+    source[..., 20:32, 20:30] = _blob_texture(1)[..., :12, :10]
+    driving[0, :, 23:35, 25:35] = _blob_texture(1)[0, :, :12, :10]  # the subject moved by (5, 3) px
+    driving[1] = source[0]
+    out = TranslationSearch()(source, driving)
+    assert torch.equal(out, torch.eye(2, 3).expand(2, 2, 3))
+
+
+def test_translation_search_picks_the_smallest_equivalent_shift_of_a_periodic_background():
+    """Stripes of period 8 px moved by 10 px look moved by 2 px: warping by either gives the same frame,
+    and the smallest shift keeps the most of the frame inside the source."""
+    def stripes(shift):
+        return (0.5 + 0.4 * torch.sin(2 * torch.pi * (torch.arange(64.0) + shift) / 8)).expand(1, 3, 64, 64)
+
+    out = TranslationSearch()(stripes(0.0), stripes(10.0))
+    assert torch.allclose(out[0, :, 2] * 63 / 2, torch.tensor([2.0, 0.0]), atol=1 / 16 + 1e-4)
+
+
+def test_generator_background_motion_methods():
+    common = dict(num_channels=3, num_kp=K, block_expansion=4, max_features=16, num_down_blocks=1,
+                  num_bottleneck_blocks=1, dense_motion_params={"block_expansion": 4, "max_features": 16,
+                                                                "num_blocks": 2})
+    search = OcclusionAwareGenerator(**common, background_motion={"method": "search", "max_shift": 0.25})
+    assert isinstance(search.bg_motion, TranslationSearch) and search.bg_motion.max_shift == 0.25
+    assert not any(k.startswith("bg_motion.") for k in search.state_dict())  # nothing to learn or save
+    learned = OcclusionAwareGenerator(**common, background_motion={"block_expansion": 4, "max_features": 16,
+                                                                   "num_blocks": 2})
+    assert isinstance(learned.bg_motion, BackgroundMotion)
+    with pytest.raises(ValueError, match="'learned' or 'search'"):
+        OcclusionAwareGenerator(**common, background_motion={"method": "flow"})
 
 
 def test_background_slot_follows_the_camera_motion():

@@ -173,6 +173,15 @@ def test_init_adds_a_background_motion_network_as_the_identity(puppets, config, 
     assert tuned.bg_motion.affine.weight.abs().sum() > 0  # trained
     frames = torch.rand(2, 3, 64, 64)
     assert (tuned.background(frames[:1], frames[1:]) - torch.eye(2, 3)).abs().max() < 0.1  # from the identity
+    # ... and replacing the learned network by the weight-free search drops its weights only
+    search = copy.deepcopy(with_bg)
+    search["model_params"]["generator_params"]["background_motion"] = {"method": "search"}
+    train(search, puppets, tmp_path / "search", steps=1, batch_size=2, workers=0, progress=False,
+          init=tmp_path / "bg")
+    searched = load_file(tmp_path / "search" / "model.safetensors")
+    assert not any(k.startswith("generator.bg_motion.") for k in searched)
+    bg_run = load_file(tmp_path / "bg" / "model.safetensors")
+    assert (searched[f"generator.{key}"] - bg_run[f"generator.{key}"]).abs().max() < 1e-3
     bigger = copy.deepcopy(config)
     bigger["model_params"]["generator_params"]["num_bottleneck_blocks"] = 2
     with pytest.raises(MarionetError, match="missing: bottleneck.r1"):

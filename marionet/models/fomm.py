@@ -77,6 +77,79 @@ class BackgroundMotion(nn.Module):
         return self.affine(features).reshape(-1, 2, 3)
 
 
+class TranslationSearch(nn.Module):
+    """The camera motion as the translation that best aligns the two frames' backgrounds; no weights.
+
+    Exhaustive search over whole-pixel shifts up to ``max_shift`` (a fraction of the frame side) of a
+    robust cost, the mean luma difference truncated at ``truncate`` over the frames' overlap, so that a
+    moving subject cannot pull the estimate; then two rounds of sub-pixel refinement (1/4 and 1/16 px)
+    with the bilinear sampling the generator warps with. A tiny preference for small shifts makes
+    periodic backgrounds pick the smallest equivalent shift, and a shift that explains less than
+    ``min_gain`` of the frame better than no motion is dropped. The integer search compares
+    every second pixel of the driving frame (shifts stay whole-pixel), which keeps it cheap enough
+    to run at every training step.
+    (source, driving) (B, C, H, W) each -> (B, 2, 3) mapping driving coordinates z to source z + t.
+    """
+
+    def __init__(self, max_shift=0.4, truncate=0.033, min_gain=0.05):
+        super().__init__()
+        self.max_shift = max_shift
+        self.truncate = truncate
+        self.min_gain = min_gain
+        self.penalty = 1e-4  # per pixel of shift: a tie-break, far below any real difference in cost
+
+    @torch.no_grad()
+    def forward(self, source, driving):
+        driving = driving.float().mean(1, keepdim=True)                        # (B, 1, H, W) luma
+        source = source.float().mean(1, keepdim=True).expand_as(driving)
+        b, _, h, w = driving.shape
+        r = max(1, round(self.max_shift * min(h, w)))
+        steps = torch.arange(-r, r + 1, dtype=driving.dtype, device=driving.device)
+        cost = self._whole_pixel_costs(source, driving, r) + self.penalty * (steps[:, None].abs() + steps.abs())
+        best = cost.reshape(b, -1).argmin(1)                                    # (B,) over (2r+1)^2
+        shift = torch.stack([best % (2 * r + 1), best // (2 * r + 1)], 1).to(driving.dtype) - r  # (B, 2) x, y
+        offsets = torch.stack(torch.meshgrid(steps.new_tensor([-2, -1, 0, 1, 2]), steps.new_tensor([-2, -1, 0, 1, 2]),
+                                             indexing="xy"), -1).reshape(-1, 2)  # (25, 2)
+        for step in (0.25, 0.0625):
+            candidates = shift[:, None] + step * offsets                       # (B, 25, 2)
+            cost = self._sampled_costs(source, driving, candidates) + self.penalty * candidates.abs().sum(-1)
+            shift = candidates[torch.arange(b, device=driving.device), cost.argmin(1)]
+        # A shift must explain clearly more of the frame than standing still: on a plain background
+        # only the moving subject would otherwise pick it.
+        cost = self._sampled_costs(source, driving, torch.stack([shift, torch.zeros_like(shift)], 1))
+        shift = torch.where((cost[:, 1] - cost[:, 0] < self.min_gain * self.truncate)[:, None], 0.0, shift)
+        affine = torch.eye(2, 3, dtype=driving.dtype, device=driving.device).repeat(b, 1, 1)
+        affine[:, :, 2] = shift * 2 / shift.new_tensor([w - 1, h - 1])        # pixels -> [-1, 1] units
+        return affine
+
+    def _whole_pixel_costs(self, source, driving, r):
+        """(B, 2r+1, 2r+1) [dy, dx]: cost of driving(z) against source(z + (dx, dy))."""
+        b, c, h, w = driving.shape
+        padded = F.pad(source, (r, r, r, r), value=float("nan"))              # NaN marks "outside"
+        sampled = driving[:, :, ::2, ::2].unsqueeze(3)                         # (B, 1, h/2, 1, w/2)
+        out = driving.new_empty(b, 2 * r + 1, 2 * r + 1)
+        for i in range(2 * r + 1):
+            windows = padded[:, :, i:i + h:2].unfold(3, w, 1)[..., ::2]         # (B, 1, h/2, 2r+1, w/2)
+            error = (windows - sampled).abs().sum(1).clamp_max(self.truncate)  # NaN stays NaN
+            inside = ~error.isnan()
+            out[:, i] = error.nan_to_num(0.0).sum((1, 3)) / inside.sum((1, 3)).clamp_min(1)
+        return out
+
+    def _sampled_costs(self, source, driving, shifts):
+        """shifts (B, N, 2) in pixels -> (B, N) costs, sampling the source bilinearly."""
+        b, c, h, w = driving.shape
+        n = shifts.shape[1]
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=driving.dtype, device=driving.device),
+                                torch.arange(w, dtype=driving.dtype, device=driving.device), indexing="ij")
+        x = xs + shifts[..., 0, None, None]                                    # (B, N, H, W)
+        y = ys + shifts[..., 1, None, None]
+        grid = torch.stack([x * 2 / (w - 1) - 1, y * 2 / (h - 1) - 1], -1).reshape(b * n, h, w, 2)
+        warped = F.grid_sample(source.repeat_interleave(n, 0), grid, align_corners=True).reshape(b, n, h, w)
+        error = (warped - driving).abs().clamp_max(self.truncate)
+        inside = ((x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)).to(error.dtype)
+        return (error * inside).sum((2, 3)) / inside.sum((2, 3)).clamp_min(1)
+
+
 class DenseMotionNetwork(nn.Module):
     """Sparse keypoint motions -> dense backward flow (driving -> source) and occlusion map.
 
@@ -149,8 +222,9 @@ class OcclusionAwareGenerator(nn.Module):
     the output is blended the same way with the warped source pixels, so where nothing is occluded the
     source's own detail is carried through instead of being regenerated from the bottleneck.
 
-    ``background_motion`` (also MRAA's) adds a ``BackgroundMotion`` network: the background slot of the
-    dense motion follows an affine camera motion instead of staying still. Callers compute it with
+    ``background_motion`` makes the background slot of the dense motion follow an affine camera motion
+    instead of staying still: MRAA's learned ``BackgroundMotion`` network (``method: learned``, the
+    default) or the weight-free ``TranslationSearch`` (``method: search``). Callers compute it with
     ``background(source, driving)`` and pass it to ``forward``.
     """
 
@@ -183,11 +257,19 @@ class OcclusionAwareGenerator(nn.Module):
             raise ValueError("generator_params.skips needs estimate_occlusion_map: True")
         if background_motion and self.dense_motion_network is None:
             raise ValueError("generator_params.background_motion needs dense_motion_params")
-        params = {} if background_motion is True else background_motion
-        self.bg_motion = BackgroundMotion(num_channels, **params) if background_motion else None
+        params = {} if background_motion is True else dict(background_motion or {})
+        method = params.pop("method", "learned")
+        if method not in ("learned", "search"):
+            raise ValueError(f"generator_params.background_motion.method: 'learned' or 'search', not {method!r}")
+        if not background_motion:
+            self.bg_motion = None
+        elif method == "search":
+            self.bg_motion = TranslationSearch(**params)
+        else:
+            self.bg_motion = BackgroundMotion(num_channels, **params)
 
     def background(self, source_image, driving_image):
-        """(B, 2, 3) affine background motion driving -> source, or None without a background network."""
+        """(B, 2, 3) affine background motion driving -> source, or None without background motion."""
         return None if self.bg_motion is None else self.bg_motion(source_image, driving_image)
 
     def encode_source(self, source_image):
