@@ -47,7 +47,7 @@ class Stage:
 
 
 # How the shipped model was made: the stages ran as the model gained its parts. Stages 3-5 tracked
-# the camera with MRAA's learned network ("background_search" absent), stage 6 with the search.
+# the camera with MRAA's learned network ("background_search" absent), stages 6-7 with the search.
 RECIPE = [
     Stage(8000, without=("background_motion", "keypoint_separation", "full_resolution_motion")),
     Stage(2500, without=("background_motion", "keypoint_separation", "full_resolution_motion")),
@@ -55,6 +55,7 @@ RECIPE = [
     Stage(7000, without=("background_search",)),
     Stage(4500, without=("background_search",)),
     Stage(6000),
+    Stage(4500),
 ]
 LEARNED_BACKGROUND = {"block_expansion": 16, "max_features": 128, "num_blocks": 4}
 
