@@ -44,10 +44,11 @@ class Stage:
     steps: int                      # length of the stage's learning-rate schedule
     stop_after: int | None = None   # the stage ended early, at this step
     without: tuple[str, ...] = ()   # parts of puppets-64 the stage ran without (added later)
+    lr_scale: float = 1.0           # the config's learning rates times this
 
 
 # How the shipped model was made: the stages ran as the model gained its parts. Stages 3-5 tracked
-# the camera with MRAA's learned network ("background_search" absent), stages 6-7 with the search.
+# the camera with MRAA's learned network ("background_search" absent), stages 6-8 with the search.
 RECIPE = [
     Stage(8000, without=("background_motion", "keypoint_separation", "full_resolution_motion")),
     Stage(2500, without=("background_motion", "keypoint_separation", "full_resolution_motion")),
@@ -56,6 +57,7 @@ RECIPE = [
     Stage(4500, without=("background_search",)),
     Stage(6000),
     Stage(4500),
+    Stage(1500, lr_scale=0.1),
 ]
 LEARNED_BACKGROUND = {"block_expansion": 16, "max_features": 128, "num_blocks": 4}
 
@@ -67,6 +69,8 @@ def stage_config(stage: Stage) -> dict:
         del generator["background_motion"]
     elif "background_search" in stage.without:
         generator["background_motion"] = dict(LEARNED_BACKGROUND)
+    for key in ("lr_generator", "lr_discriminator", "lr_kp_detector"):
+        config["train_params"][key] *= stage.lr_scale
     if "keypoint_separation" in stage.without:
         del config["train_params"]["loss_weights"]["keypoint_separation"]
     if "full_resolution_motion" in stage.without:
