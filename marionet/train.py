@@ -220,6 +220,7 @@ def _load_init(model, init) -> None:
 
     from marionet.checkpoints import load_weights, read_checkpoint
     from marionet.loading import resolve_checkpoint
+    from marionet.models.fomm import TranslationSearch
 
     path = resolve_checkpoint(init)
     states, _, official = read_checkpoint(path)
@@ -233,7 +234,7 @@ def _load_init(model, init) -> None:
                 states[network][key] = own[key]
     # A background-motion network added to a model trained without one starts as the identity; the
     # weights of a learned one are dropped when the config replaces it by the weight-free search.
-    if "generator" in states and not any(k.startswith("bg_motion.") for k in model.generator.state_dict()):
+    if "generator" in states and isinstance(getattr(model.generator, "bg_motion", None), TranslationSearch):
         states["generator"] = {k: v for k, v in states["generator"].items() if not k.startswith("bg_motion.")}
     load_weights(model, states, path, official, missing_ok=("generator.bg_motion.",))
     try:

@@ -226,6 +226,12 @@ def test_generator_background_motion_methods():
     assert isinstance(learned.bg_motion, BackgroundMotion)
     with pytest.raises(ValueError, match="'learned' or 'search'"):
         OcclusionAwareGenerator(**common, background_motion={"method": "flow"})
+    from marionet.errors import MarionetError
+    from marionet.models import build_model
+    params = tiny_params()
+    params["generator_params"]["background_motion"] = {"method": "flow"}
+    with pytest.raises(MarionetError, match="my.yaml: .*'learned' or 'search'"):  # one line for the CLI
+        build_model({"model_params": params}, source="my.yaml")
 
 
 def test_background_slot_follows_the_camera_motion():

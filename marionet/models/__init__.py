@@ -35,7 +35,7 @@ def build_model(config: dict, source: str = "config", with_discriminator: bool =
         kwargs["normalization_params"] = normalization_params(config)
     try:
         return cls(config["model_params"], **kwargs)
-    except TypeError as e:  # an unknown or missing key in a *_params section
+    except (TypeError, ValueError) as e:  # an unknown, missing or invalid key in a *_params section
         raise MarionetError(f"{source}: model_params do not fit the {family} model ({e})") from None
     except MarionetError as e:  # e.g. an unknown normalization_params key
         raise MarionetError(f"{source}: {e}") from None

@@ -139,14 +139,12 @@ class TranslationSearch(nn.Module):
         """shifts (B, N, 2) in pixels -> (B, N) costs, sampling the source bilinearly."""
         b, c, h, w = driving.shape
         n = shifts.shape[1]
-        ys, xs = torch.meshgrid(torch.arange(h, dtype=driving.dtype, device=driving.device),
-                                torch.arange(w, dtype=driving.dtype, device=driving.device), indexing="ij")
-        x = xs + shifts[..., 0, None, None]                                    # (B, N, H, W)
-        y = ys + shifts[..., 1, None, None]
-        grid = torch.stack([x * 2 / (w - 1) - 1, y * 2 / (h - 1) - 1], -1).reshape(b * n, h, w, 2)
-        warped = F.grid_sample(source.repeat_interleave(n, 0), grid, align_corners=True).reshape(b, n, h, w)
+        grid = make_coordinate_grid(h, w, dtype=driving.dtype, device=driving.device)   # (H, W, 2) in [-1, 1]
+        grid = grid + (shifts * 2 / shifts.new_tensor([w - 1, h - 1]))[:, :, None, None]  # (B, N, H, W, 2)
+        warped = F.grid_sample(source.repeat_interleave(n, 0), grid.reshape(b * n, h, w, 2),
+                               align_corners=True).reshape(b, n, h, w)
         error = (warped - driving).abs().clamp_max(self.truncate)
-        inside = ((x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)).to(error.dtype)
+        inside = (grid.abs() <= 1 + 1e-6).all(-1).to(error.dtype)
         return (error * inside).sum((2, 3)) / inside.sum((2, 3)).clamp_min(1)
 
 
