@@ -48,16 +48,20 @@ class Stage:
 
 
 # How the shipped model was made: the stages ran as the model gained its parts. Stages 3-5 tracked
-# the camera with MRAA's learned network ("background_search" absent), stages 6-8 with the search.
+# the camera with MRAA's learned network ("background_search" absent), stages 6-10 with the search;
+# stages 6-9 refined only its best whole-pixel shift, of unblurred frames ("search_candidates" absent;
+# their refinement then took 5x5 steps of 1/4 and 1/16 px, where candidates=1 now takes 3x3 steps of 1/2 to 1/16).
 RECIPE = [
     Stage(8000, without=("background_motion", "keypoint_separation", "full_resolution_motion")),
     Stage(2500, without=("background_motion", "keypoint_separation", "full_resolution_motion")),
     Stage(10000, stop_after=6250, without=("full_resolution_motion", "background_search")),
     Stage(7000, without=("background_search",)),
     Stage(4500, without=("background_search",)),
-    Stage(6000),
-    Stage(4500),
-    Stage(1500, lr_scale=0.1),
+    Stage(6000, without=("search_candidates",)),
+    Stage(4500, without=("search_candidates",)),
+    Stage(1500, lr_scale=0.1, without=("search_candidates",)),
+    Stage(3000, lr_scale=0.1, without=("search_candidates",)),
+    Stage(4500, lr_scale=0.1),
 ]
 LEARNED_BACKGROUND = {"block_expansion": 16, "max_features": 128, "num_blocks": 4}
 
@@ -69,6 +73,8 @@ def stage_config(stage: Stage) -> dict:
         del generator["background_motion"]
     elif "background_search" in stage.without:
         generator["background_motion"] = dict(LEARNED_BACKGROUND)
+    elif "search_candidates" in stage.without:
+        generator["background_motion"].update(candidates=1, sigma=0)
     for key in ("lr_generator", "lr_discriminator", "lr_kp_detector"):
         config["train_params"][key] *= stage.lr_scale
     if "keypoint_separation" in stage.without:

@@ -80,40 +80,56 @@ class BackgroundMotion(nn.Module):
 class TranslationSearch(nn.Module):
     """The camera motion as the translation that best aligns the two frames' backgrounds; no weights.
 
-    Exhaustive search over whole-pixel shifts up to ``max_shift`` (a fraction of the frame side) of a
-    robust cost, the mean luma difference truncated at ``truncate`` over the frames' overlap, so that a
-    moving subject cannot pull the estimate; then two rounds of sub-pixel refinement (1/4 and 1/16 px)
-    with the bilinear sampling the generator warps with. A tiny preference for small shifts makes
-    periodic backgrounds pick the smallest equivalent shift, and a shift that explains less than
-    ``min_gain`` of the frame better than no motion is dropped. The integer search compares
-    every second pixel of the driving frame (shifts stay whole-pixel), which keeps it cheap enough
-    to run at every training step.
+    The cost of a shift is the mean luma difference truncated at ``truncate`` over the frames' overlap,
+    so that a moving subject cannot pull the estimate; both frames are first blurred (Gaussian,
+    ``sigma`` px), which evens out the cost between whole-pixel and sub-pixel alignments.
+    An exhaustive search over whole-pixel shifts up to ``max_shift`` (a fraction of the frame side)
+    keeps the ``candidates`` lowest local minima of the cost: a periodic background fits at every
+    period. Each is refined to 1/2 px, and of those within ``tie`` * ``truncate`` of the best the
+    smallest is kept, since it moves the source's subject least; it is then refined to 1/16 px
+    (bilinear sampling, as the generator warps). The smallest equivalent shift is not always among
+    the candidates: whole-pixel costs still depend on the lattice's sub-pixel phase. A shift that
+    explains less than ``min_gain`` of the (unblurred) frame better than no motion is dropped. The
+    integer search compares every second pixel of the driving frame (shifts stay whole-pixel), which
+    keeps it cheap enough to run at every training step.
     (source, driving) (B, C, H, W) each -> (B, 2, 3) mapping driving coordinates z to source z + t.
     """
 
-    def __init__(self, max_shift=0.4, truncate=0.033, min_gain=0.05):
+    def __init__(self, max_shift=0.4, truncate=0.033, min_gain=0.05, sigma=1.0, candidates=6, tie=0.1):
         super().__init__()
         self.max_shift = max_shift
         self.truncate = truncate
         self.min_gain = min_gain
+        self.sigma = sigma
+        self.candidates = candidates
+        self.tie = tie
         self.penalty = 1e-4  # per pixel of shift: a tie-break, far below any real difference in cost
 
     @torch.no_grad()
     def forward(self, source, driving):
         driving = driving.float().mean(1, keepdim=True)                        # (B, 1, H, W) luma
         source = source.float().mean(1, keepdim=True).expand_as(driving)
+        smooth_driving, smooth_source = self._blur(driving), self._blur(source)
         b, _, h, w = driving.shape
         r = max(1, round(self.max_shift * min(h, w)))
         steps = torch.arange(-r, r + 1, dtype=driving.dtype, device=driving.device)
-        cost = self._whole_pixel_costs(source, driving, r) + self.penalty * (steps[:, None].abs() + steps.abs())
-        best = cost.reshape(b, -1).argmin(1)                                    # (B,) over (2r+1)^2
-        shift = torch.stack([best % (2 * r + 1), best // (2 * r + 1)], 1).to(driving.dtype) - r  # (B, 2) x, y
-        offsets = torch.stack(torch.meshgrid(steps.new_tensor([-2, -1, 0, 1, 2]), steps.new_tensor([-2, -1, 0, 1, 2]),
-                                             indexing="xy"), -1).reshape(-1, 2)  # (25, 2)
-        for step in (0.25, 0.0625):
-            candidates = shift[:, None] + step * offsets                       # (B, 25, 2)
-            cost = self._sampled_costs(source, driving, candidates) + self.penalty * candidates.abs().sum(-1)
-            shift = candidates[torch.arange(b, device=driving.device), cost.argmin(1)]
+        cost = self._whole_pixel_costs(smooth_source, smooth_driving, r)        # (B, 2r+1, 2r+1)
+        is_minimum = cost == -F.max_pool2d(-cost[:, None], 3, 1, 1)[:, 0]
+        cost = torch.where(is_minimum, cost, float("inf")) + self.penalty * (steps[:, None].abs() + steps.abs())
+        best = cost.reshape(b, -1).topk(min(self.candidates, cost[0].numel()), 1, largest=False).indices
+        shift = torch.stack([best % (2 * r + 1), best // (2 * r + 1)], -1).to(driving.dtype) - r  # (B, M, 2) x, y
+        offsets = torch.stack(torch.meshgrid(steps.new_tensor([-1, 0, 1]), steps.new_tensor([-1, 0, 1]),
+                                             indexing="xy"), -1).reshape(-1, 2)  # (9, 2)
+        for step in (0.5, 0.25, 0.125, 0.0625):
+            candidates = shift[:, :, None] + step * offsets                    # (B, M, 9, 2)
+            cost = self._sampled_costs(smooth_source, smooth_driving, candidates.flatten(1, 2))
+            cost, pick = (cost.unflatten(1, candidates.shape[1:3]) + self.penalty * candidates.abs().sum(-1)).min(2)
+            shift = candidates.gather(2, pick[:, :, None, None].expand(-1, -1, 1, 2))[:, :, 0]  # (B, M, 2)
+            if shift.shape[1] > 1:  # after the first round, keep the smallest of the best
+                size = shift.abs().sum(-1).masked_fill(
+                    cost > cost.min(1, keepdim=True).values + self.tie * self.truncate, float("inf"))
+                shift = shift.gather(1, size.argmin(1)[:, None, None].expand(-1, 1, 2))  # (B, 1, 2)
+        shift = shift[:, 0]                                                     # (B, 2)
         # A shift must explain clearly more of the frame than standing still: on a plain background
         # only the moving subject would otherwise pick it.
         cost = self._sampled_costs(source, driving, torch.stack([shift, torch.zeros_like(shift)], 1))
@@ -121,6 +137,16 @@ class TranslationSearch(nn.Module):
         affine = torch.eye(2, 3, dtype=driving.dtype, device=driving.device).repeat(b, 1, 1)
         affine[:, :, 2] = shift * 2 / shift.new_tensor([w - 1, h - 1])        # pixels -> [-1, 1] units
         return affine
+
+    def _blur(self, x):
+        """Separable Gaussian blur of (B, 1, H, W), edges replicated."""
+        if not self.sigma:
+            return x
+        k = max(1, round(2 * self.sigma))
+        g = torch.exp(-torch.arange(-k, k + 1, dtype=x.dtype, device=x.device) ** 2 / (2 * self.sigma ** 2))
+        g = g / g.sum()
+        x = F.pad(x, (k, k, k, k), mode="replicate")
+        return F.conv2d(F.conv2d(x, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
 
     def _whole_pixel_costs(self, source, driving, r):
         """(B, 2r+1, 2r+1) [dy, dx]: cost of driving(z) against source(z + (dx, dy))."""
