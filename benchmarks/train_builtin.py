@@ -6,8 +6,9 @@
    (long clips, so that training pairs and the held-out test span the puppets' larger motions);
 2. trains the stages of RECIPE in WORK/run, WORK/run-2, ...: each starts from the previous stage's
    weights with a fresh learning-rate schedule (`marionet train --init`); a stage that ran before a
-   part of configs/puppets-64.yaml existed says what it ran without. `--start K --init puppets`
-   skips the stages before K, beginning from the shipped model they made. With --adv-steps, then fine-tunes
+   part of configs/puppets-64.yaml existed says what it ran without. `--start K --init CKPT`
+   skips the stages before K, beginning from CKPT, the model they made (a built-in model of an
+   earlier commit: `git show COMMIT:marionet/assets/models/puppets-64.safetensors`). With --adv-steps, then fine-tunes
    with configs/puppets-64-adv.yaml (GAN + feature matching, WORK/run-adv). Each stage resumes when rerun;
 3. exports the final generator and keypoint detector (float16) to marionet/assets/models/puppets-64.safetensors;
 4. renders held-out puppets (seed 777, never used in training: 24 test videos of 128 frames, and their
@@ -114,8 +115,8 @@ def main() -> None:
     ap.add_argument("--adv-steps", type=int, default=0)
     ap.add_argument("--work", default="runs/builtin")
     ap.add_argument("--start", type=int, default=1, help="first stage to run (needs --init when > 1)")
-    ap.add_argument("--init", help="weights the --start stage begins from, e.g. 'puppets' (the shipped "
-                                   "model, which the stages before it made); copied to WORK/init.safetensors")
+    ap.add_argument("--init", help="weights the --start stage begins from: the model the stages before it "
+                                   "made, e.g. an earlier commit's built-in model; copied to WORK/init.safetensors")
     args = ap.parse_args()
     work = Path(args.work)
     if (args.start > 1) != bool(args.init):
