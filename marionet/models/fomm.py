@@ -108,8 +108,9 @@ class TranslationSearch(nn.Module):
     @torch.no_grad()
     def forward(self, source, driving):
         driving = driving.float().mean(1, keepdim=True)                        # (B, 1, H, W) luma
-        source = source.float().mean(1, keepdim=True).expand_as(driving)
-        smooth_driving, smooth_source = self._blur(driving), self._blur(source)
+        source = source.float().mean(1, keepdim=True)                          # (1|B, 1, H, W)
+        smooth_driving, smooth_source = self._blur(driving), self._blur(source).expand_as(driving)
+        source = source.expand_as(driving)
         b, _, h, w = driving.shape
         r = max(1, round(self.max_shift * min(h, w)))
         steps = torch.arange(-r, r + 1, dtype=driving.dtype, device=driving.device)
