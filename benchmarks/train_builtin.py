@@ -32,7 +32,7 @@ from marionet.checkpoints import save_checkpoint
 from marionet.config import load_config
 from marionet.data.puppets import synthesize
 from marionet.evaluate.reconstruction import reconstruct
-from marionet.loading import BUILTIN_MODELS, resolve_checkpoint
+from marionet.checkpoints import BUILTIN_MODELS, resolve_checkpoint
 from marionet.train import train
 
 

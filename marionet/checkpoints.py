@@ -10,20 +10,33 @@ Two formats are read:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import warnings
 from pathlib import Path
 
 import torch
-
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
-from torch import nn
 
 from marionet.errors import MarionetError
+from marionet.files import atomic_write
+from marionet.models.family import NETWORKS, ModelFamily
 
 FORMAT = "marionet-checkpoint/1"
-NETWORKS = ("generator", "kp_detector", "discriminator")
+MODEL_FILE = "model.safetensors"      # a training run's inference checkpoint
+ASSETS = Path(__file__).resolve().parent / "assets"
+# Built-in models: name -> marionet checkpoint shipped in marionet/assets (trained by benchmarks/train_builtin.py).
+BUILTIN_MODELS: dict[str, Path] = {"puppets": ASSETS / "models" / "puppets-64.safetensors"}
+
+
+def resolve_checkpoint(checkpoint) -> Path:
+    """A built-in name, a training run directory (its model.safetensors) or a file path."""
+    if str(checkpoint) in BUILTIN_MODELS:
+        path = BUILTIN_MODELS[str(checkpoint)]
+        if not path.is_file():
+            raise MarionetError(f"built-in model {checkpoint!r}: its weights ({path}) are not installed")
+        return path
+    path = Path(checkpoint)
+    return path / MODEL_FILE if path.is_dir() else path
 
 
 def is_safetensors(path) -> bool:
@@ -73,12 +86,12 @@ def read_checkpoint(path) -> tuple[dict[str, dict[str, torch.Tensor]], dict | No
     return states, None, True
 
 
-def load_weights(model: nn.Module, states: dict, path, official: bool, networks=("generator", "kp_detector"),
+def load_weights(model: ModelFamily, states: dict, path, official: bool, networks=("generator", "kp_detector"),
                  missing_ok: tuple[str, ...] = ()) -> None:
     """Strictly load the named networks; one-line error listing what does not match. Weights named
     ``<network>.<prefix>...`` for a prefix in ``missing_ok`` may be absent and keep their initialisation."""
     for name in networks:
-        module = getattr(model, name, None)
+        module = model.networks.get(name)
         if module is None:
             continue
         if name not in states:
@@ -89,7 +102,22 @@ def load_weights(model: nn.Module, states: dict, path, official: bool, networks=
         module.load_state_dict(state, strict=not optional)
 
 
-def _check_match(module: nn.Module, state: dict, name: str, path, optional: tuple[str, ...] = ()) -> None:
+def load_init(model: ModelFamily, checkpoint) -> None:
+    """``train --init``: start ``model`` from the weights of another checkpoint (official, marionet, a run
+    directory or a built-in name), adapted by the family's rules (``ModelFamily.adapt_init``). The
+    generator and keypoint detector must match; a discriminator that does not (e.g. an -adv config
+    fine-tuning a checkpoint trained without one) starts from random weights, as officially."""
+    path = resolve_checkpoint(checkpoint)
+    states, _, official = read_checkpoint(path)
+    states, missing_ok = model.adapt_init(states)
+    load_weights(model, states, path, official, missing_ok=missing_ok)
+    try:
+        load_weights(model, states, path, official, networks=("discriminator",))
+    except MarionetError as e:
+        warnings.warn(f"the discriminator starts from random weights ({e})", stacklevel=3)
+
+
+def _check_match(module: torch.nn.Module, state: dict, name: str, path, optional: tuple[str, ...] = ()) -> None:
     expected = module.state_dict()
     missing = [k for k in expected if k not in state and not (optional and k.startswith(optional))]
     unexpected = [k for k in state if k not in expected]
@@ -104,35 +132,16 @@ def _check_match(module: nn.Module, state: dict, name: str, path, optional: tupl
         raise MarionetError(f"{path}: does not match the config's {name}: {'; '.join(problems)}")
 
 
-def save_checkpoint(path, model: nn.Module, config: dict, networks=NETWORKS, dtype: torch.dtype | None = None) -> None:
+def save_checkpoint(path, model: ModelFamily, config: dict, networks=NETWORKS, dtype: torch.dtype | None = None) -> None:
     """Write marionet's safetensors checkpoint atomically (temp file + rename).
 
     ``networks`` and ``dtype`` make smaller inference exports (e.g. no discriminator, float16)."""
     tensors = {}
-    for name in networks:
-        module = getattr(model, name, None)
-        if module is not None:
-            for key, value in module.state_dict().items():
-                value = value.detach().contiguous().cpu()
-                tensors[f"{name}.{key}"] = value.to(dtype) if dtype is not None and value.is_floating_point() else value
+    for name, module in model.networks.items():
+        if name not in networks:
+            continue
+        for key, value in module.state_dict().items():
+            value = value.detach().contiguous().cpu()
+            tensors[f"{name}.{key}"] = value.to(dtype) if dtype is not None and value.is_floating_point() else value
     metadata = {"format": FORMAT, "config": json.dumps(config)}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-
-
-
-def atomic_write(path, write) -> None:
-    """Call write(tmp_path) for a hidden temp file beside path, then rename it onto path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))

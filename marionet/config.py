@@ -1,14 +1,22 @@
-"""Model/training configuration: the official FOMM / Monkey-Net YAML layout, read as plain dicts.
+"""Configuration: the official FOMM / Monkey-Net YAML layout, and typed sections parsed from it.
 
-Only ``model_params`` is needed to build a model; ``dataset_params``, ``train_params`` and the
-rest are read by the trainer. marionet adds two optional keys, both documented in the README:
+``model_params`` is read by the model families (``marionet.models``); ``train_params`` is parsed once
+into a ``TrainParams`` dataclass (each family extends it with its own keys and loss weights), with
+every default stated there and an unknown or ill-typed key reported on one line naming the key and
+the file. A config dict is never changed by parsing.
+
+marionet adds two optional keys, both documented in the README:
 ``model_params.common_params.align_corners`` (grid_sample convention, default true) and a
-top-level ``family`` (``fomm`` or ``monkeynet``; guessed from the model keys when absent).
+top-level ``family`` (guessed from the model keys when absent).
 """
 from __future__ import annotations
 
 import copy
-import os
+import dataclasses
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -24,7 +32,8 @@ def load_config(path) -> dict:
     if not path.exists() and not path.suffix and (CONFIG_DIR / f"{path}.yaml").exists():
         path = CONFIG_DIR / f"{path}.yaml"
     if not path.is_file():
-        raise MarionetError(f"{path}: no such config file")
+        shipped = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+        raise MarionetError(f"{path}: no such config file (shipped configs: {shipped})")
     try:
         with open(path) as f:
             config = yaml.safe_load(f)
@@ -34,12 +43,13 @@ def load_config(path) -> dict:
 
 
 def validate_config(config, source: str = "config") -> dict:
+    """A deep copy of ``config`` once its sections are there (the caller's dict stays untouched)."""
     if not isinstance(config, dict) or not isinstance(config.get("model_params"), dict):
         raise MarionetError(f"{source}: no 'model_params' section (expected the official FOMM/Monkey-Net layout)")
     params = config["model_params"]
     for key in ("common_params", "kp_detector_params", "generator_params"):
-        if not isinstance(params.get(key), dict):
-            raise MarionetError(f"{source}: missing 'model_params.{key}'")
+        if key in params and not isinstance(params[key], dict):
+            raise MarionetError(f"{source}: 'model_params.{key}' must be a mapping")
     return copy.deepcopy(config)
 
 
@@ -51,5 +61,142 @@ def frame_shape(config: dict) -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
-def config_name(path) -> str:
-    return os.path.splitext(os.path.basename(str(path)))[0]
+# ------------------------------------------------------------------------------------------------
+# Typed sections
+# ------------------------------------------------------------------------------------------------
+
+def parse_section(cls, data, where: str):
+    """A dataclass ``cls`` from the mapping ``data`` (None = all defaults). ``where`` names the section
+    in messages (``train_params.loss_weights``). Numbers given as strings (YAML reads ``2e-4`` as one)
+    are accepted for float fields; anything else of the wrong type is an error."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise MarionetError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise MarionetError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    return cls(**{key: _coerce(hints[key], value, f"{where}.{key}") for key, value in data.items()})
+
+
+def _coerce(kind, value, where: str):
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(option, value, where)
+            except MarionetError as e:
+                errors.append(str(e))
+        raise MarionetError(errors[-1])
+    if dataclasses.is_dataclass(kind):
+        return parse_section(kind, value, where)
+    if origin is tuple:  # tuple[X, ...]
+        if not isinstance(value, (list, tuple)):
+            raise MarionetError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value  # an int stays one: scales name modules ("1", official checkpoints) as str(scale)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    elif kind is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    else:
+        raise TypeError(f"{where}: no parser for the type {kind!r}")
+    raise MarionetError(f"{where}: expected {_type_name(kind)}, got {value!r}")
+
+
+def _type_name(kind) -> str:
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+            dict: "a mapping"}.get(kind, str(kind))
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """``train_params.loss_weights``; each family extends it with its own terms and defaults."""
+
+
+@dataclass(frozen=True)
+class LogParams:
+    """Monkey-Net's ``train_params.log_params``."""
+    log_freq_iter: int = 100
+    cpk_freq_epoch: int = 50
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """``train_params``: the keys the trainer reads, with their defaults. A family subclasses it to add
+    its own keys and to type ``loss_weights`` (``ModelFamily.TrainParams``)."""
+    num_epochs: int = 1
+    num_repeats: int = 1
+    epoch_milestones: tuple[float, ...] = ()
+    batch_size: int = 4
+    lr: float = 2e-4                                  # Monkey-Net gives one rate for every network
+    lr_generator: float | None = None                 # FOMM gives one per network
+    lr_kp_detector: float | None = None
+    lr_discriminator: float | None = None
+    checkpoint_freq: int | None = None                # epochs; default log_params.cpk_freq_epoch
+    log_params: LogParams = field(default_factory=LogParams)
+    seed: int = 0
+    scales: tuple[float, ...] = (1,)                # image-pyramid scales of the reconstruction loss
+    perceptual_backbone: str = "vgg19"                # vgg19 | random-vgg19 | pixels
+    vgg19_weights: str | None = None
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+
+    def learning_rate(self, network: str) -> float:
+        rate = getattr(self, f"lr_{network}", None)
+        return self.lr if rate is None else rate
+
+    @property
+    def checkpoint_epochs(self) -> int:
+        return self.checkpoint_freq if self.checkpoint_freq is not None else self.log_params.cpk_freq_epoch
+
+    def validate(self, where: str) -> None:
+        for name in ("num_epochs", "num_repeats", "batch_size"):
+            if getattr(self, name) < 1:
+                raise MarionetError(f"{where}.{name}: must be at least 1, got {getattr(self, name)}")
+        if self.checkpoint_epochs < 1:
+            raise MarionetError(f"{where}.checkpoint_freq: must be at least 1, got {self.checkpoint_epochs}")
+
+
+def parse_train_params(cls: type[TrainParams], config: dict, source: str = "config") -> TrainParams:
+    params = parse_section(cls, config.get("train_params"), f"{source}: train_params")
+    params.validate(f"{source}: train_params")
+    return params
+
+
+def construct(cls, params, where: str, **fixed):
+    """``cls(**params, **fixed)`` once the keys of ``params`` are checked against its signature, so
+    that an unknown or missing config key is a one-line error while errors raised inside the
+    constructor (bugs) keep their traceback. ``where`` names the section (``kp_detector_params``)."""
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise MarionetError(f"model_params.{where}: expected a mapping, got {params!r}")
+    clash = sorted(set(params) & set(fixed))
+    if clash:
+        raise MarionetError(f"model_params.{where}: {clash[0]!r} is set elsewhere (common_params) and may not "
+                            "be repeated here")
+    try:
+        inspect.signature(cls).bind(**params, **fixed)
+    except TypeError as e:
+        raise MarionetError(f"model_params.{where}: {e}") from None
+    return cls(**params, **fixed)

@@ -11,3 +11,8 @@ class MarionetError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+class ConfigError(MarionetError, ValueError):
+    """A config value a network cannot be built with (raised by constructors; ``build_model`` adds
+    the config file's name). Also a ValueError, for callers that build networks directly."""

@@ -2,30 +2,15 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import torch
 
-from marionet.checkpoints import load_weights, read_checkpoint
+from marionet.checkpoints import load_weights, read_checkpoint, resolve_checkpoint
 from marionet.config import load_config, validate_config
 from marionet.errors import MarionetError
 from marionet.models import build_model
 from marionet.pipeline import AnimationPipeline
 
-ASSETS = Path(__file__).resolve().parent / "assets"
-# Built-in models: name -> marionet checkpoint shipped in marionet/assets (trained by benchmarks/train_builtin.py).
-BUILTIN_MODELS: dict[str, Path] = {"puppets": ASSETS / "models" / "puppets-64.safetensors"}
-
-
-def resolve_checkpoint(checkpoint) -> Path:
-    """A built-in name, a training run directory (its model.safetensors) or a file path."""
-    if str(checkpoint) in BUILTIN_MODELS:
-        path = BUILTIN_MODELS[str(checkpoint)]
-        if not path.is_file():
-            raise MarionetError(f"built-in model {checkpoint!r}: its weights ({path}) are not installed")
-        return path
-    path = Path(checkpoint)
-    return path / "model.safetensors" if path.is_dir() else path
 
 
 def load(checkpoint=None, config=None, device: str = "cpu", channels_last: bool = True) -> AnimationPipeline:
@@ -51,9 +36,10 @@ def load(checkpoint=None, config=None, device: str = "cpu", channels_last: bool 
     states, embedded, official = read_checkpoint(path)
     if cfg is None:
         if embedded is None:
-            raise MarionetError(f"{path}: an official checkpoint carries no config; pass one with config=... / --config")
+            raise MarionetError(f"{path}: an official checkpoint carries no config; give its config too "
+                                "(the YAML file it was trained with, or a shipped name such as vox-256)")
         cfg, cfg_source = validate_config(embedded, f"{path} (embedded config)"), f"{path}"
-    model = build_model(cfg, cfg_source, with_discriminator=False)
+    model = build_model(cfg, cfg_source, with_discriminator=False, states=states)
     load_weights(model, states, path, official)
     return AnimationPipeline(model, cfg, device, channels_last)
 

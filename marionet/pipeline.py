@@ -1,24 +1,36 @@
 """Inference: a loaded model plus what it takes to animate images with it.
 
-``AnimationPipeline`` owns a model family (kp_detector + generator), the config it was built from
-and the device. It takes numpy frames (H x W x 3 float32 in [0, 1], any size: resized to the
+``AnimationPipeline`` owns a model family (``marionet.models.ModelFamily``), the config it was built
+from and the device. It takes numpy frames (H x W x 3 float32 in [0, 1], any size: resized to the
 model's frame size) and streams results, so memory stays flat however long the driving video is.
-The source is encoded once (keypoints, features) and driving frames go through in batches.
+The source is encoded once (keypoints, features) and driving frames go through in batches; any
+family works through its interface: ``detect``, ``encode_source``, ``transfer_keypoints``,
+``background`` and ``generate``.
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from marionet.config import frame_shape
-from marionet.motion import movement_scale, transfer_keypoints
+from marionet.data.frames import frames_to_tensor, tensor_to_frames
+from marionet.models import ModelFamily
+from marionet.motion import movement_scale
+
+
+@dataclass
+class EncodedSource:
+    """What animating a source needs from it, computed once."""
+    image: torch.Tensor        # (1, 3, h, w)
+    kp: dict                   # keypoints, batch 1
+    features: Any              # the family's encode_source(image)
 
 
 class AnimationPipeline:
-    def __init__(self, model: torch.nn.Module, config: dict, device: str | torch.device = "cpu",
+    def __init__(self, model: ModelFamily, config: dict, device: str | torch.device = "cpu",
                  channels_last: bool = True):
         self.model = model.eval().to(device)
         self.config = config
@@ -27,8 +39,6 @@ class AnimationPipeline:
         # channels_last roughly halves convolution time on CPU and helps on recent GPUs.
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
-        # A family may refine the transfer (Monkey-Net: covariance options); FOMM uses the shared one.
-        self.transfer = getattr(model, "transfer_keypoints", transfer_keypoints)
 
     @property
     def kp_detector(self):
@@ -40,27 +50,25 @@ class AnimationPipeline:
 
     def to_tensor(self, frames: np.ndarray) -> torch.Tensor:
         """(N, H, W, 3) or (H, W, 3) float [0, 1] (or uint8) -> (N, 3, h, w) at the model's frame size."""
-        frames = np.asarray(frames)
-        if frames.ndim == 3:
-            frames = frames[None]
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"expected frames of shape (N, H, W, 3), got {frames.shape}")
-        if not frames.flags.writeable:  # e.g. a decoded PIL image; torch.from_numpy wants to own writable memory
-            frames = frames.copy()
-        x = torch.from_numpy(np.ascontiguousarray(frames))
-        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-        x = x.permute(0, 3, 1, 2).to(self.device)
-        if tuple(x.shape[2:]) != self.frame_shape:
-            shrink = x.shape[2] > self.frame_shape[0] or x.shape[3] > self.frame_shape[1]
-            x = F.interpolate(x, size=self.frame_shape, mode="bilinear", align_corners=False, antialias=shrink)
-            x = x.clamp(0, 1)
+        x = frames_to_tensor(frames, self.frame_shape, self.device)
         return x.contiguous(memory_format=self.memory_format)
 
     @torch.no_grad()
     def detect(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        """Keypoints of one image: {"value": (K, 2)} (x, y) in [-1, 1], plus "jacobian" (K, 2, 2) for FOMM."""
-        kp = self.kp_detector(self.to_tensor(image))
-        return {k: v[0].cpu().numpy() for k, v in kp.items() if k != "heatmap"}
+        """Keypoints of one image: {"value": (K, 2)} (x, y) in [-1, 1], plus the family's other
+        ``keypoint_fields`` (each (K, ...))."""
+        return {k: v[0].cpu().numpy() for k, v in self.model.detect(self.to_tensor(image)).items()}
+
+    @torch.no_grad()
+    def encode(self, source: np.ndarray) -> EncodedSource:
+        image = self.to_tensor(source)                                    # (1, 3, h, w)
+        return EncodedSource(image, self.model.detect(image), self.model.encode_source(image))
+
+    @torch.no_grad()
+    def render(self, source: EncodedSource, kp_driving: dict, background: torch.Tensor | None = None) -> np.ndarray:
+        """The frames for a batch of keypoints (B, ...) -> (B, h, w, 3) float32."""
+        out = self.model.generate(source.image, source.kp, kp_driving, source.features, background)
+        return tensor_to_frames(out["prediction"])
 
     @torch.no_grad()
     def animate(self, source: np.ndarray, driving: np.ndarray, relative: bool = True, adapt_scale: bool = True,
@@ -75,27 +83,20 @@ class AnimationPipeline:
     def animate_stream(self, source: np.ndarray, driving: Iterable[np.ndarray], relative: bool = True,
                        adapt_scale: bool = True, batch_size: int = 4) -> Iterator[np.ndarray]:
         """Yield one (h, w, 3) float32 frame per driving frame, reading ``driving`` lazily."""
-        source_t = self.to_tensor(source)                                 # (1, 3, h, w)
-        kp_source = self.kp_detector(source_t)
-        kp_source.pop("heatmap", None)
-        source_features = self.generator.encode_source(source_t)
+        encoded = self.encode(source)
         kp_initial, initial, scale = None, None, 1.0
-        background = getattr(self.generator, "background", None)  # FOMM-family camera motion, if trained
         for batch in _batches(driving, batch_size):
             driving_t = self.to_tensor(np.stack(batch))                   # (B, 3, h, w)
-            kp_driving = self.kp_detector(driving_t)
+            kp_driving = self.model.detect(driving_t)
             if kp_initial is None:
-                kp_initial = {k: v[:1] for k, v in kp_driving.items() if k != "heatmap"}
+                kp_initial = {k: v[:1] for k, v in kp_driving.items()}
                 initial = driving_t[:1]
                 if relative and adapt_scale:
-                    scale = movement_scale(kp_source, kp_initial)
-            kp_norm = self.transfer(kp_source, kp_driving, kp_initial, relative, scale)
-            extra = {}
-            if background is not None:  # relative: the camera's motion since the first driving frame
-                extra["background"] = background(initial if relative else source_t, driving_t)
-            out = self.generator(source_t, kp_driving=kp_norm, kp_source=kp_source,
-                                 source_features=source_features, **extra)["prediction"]
-            yield from out.permute(0, 2, 3, 1).float().cpu().numpy()
+                    scale = movement_scale(encoded.kp, kp_initial)
+            kp = self.model.transfer_keypoints(encoded.kp, kp_driving, kp_initial, relative, scale)
+            # relative: the camera's motion since the first driving frame
+            background = self.model.background(initial if relative else encoded.image, driving_t)
+            yield from self.render(encoded, kp, background)
 
 
 def _batches(frames: Iterable, size: int) -> Iterator[list]:

@@ -25,11 +25,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from marionet.checkpoints import MODEL_FILE
 from marionet.errors import MarionetError
 from marionet.models.trajectory import KeypointPredictor, fit, make_windows, rollout
 
 PREDICTOR_FILE = "predictor.safetensors"
-MODEL_FILE = "model.safetensors"
 FORMAT = "marionet-predictor/1"
 # Hyper-parameters that rebuild the network (metadata key -> type).
 _ARCH = {"num_kp": int, "num_features": int, "num_layers": int, "dropout": float, "cell": str}
@@ -55,12 +55,12 @@ def resolve_run(checkpoint) -> tuple[Path, Path]:
     return path, path.parent
 
 
-def require_monkeynet(pipeline, source) -> None:
-    """MarionetError unless the pipeline's keypoints carry covariances (a Monkey-Net model)."""
-    family = getattr(pipeline.model, "family", type(pipeline.model).__name__)
-    if family != "monkeynet":
-        raise MarionetError(f"{source}: is a {family} model; image-to-video needs a Monkey-Net checkpoint "
-                            "(keypoints with covariances)")
+def require_covariances(pipeline, source) -> None:
+    """MarionetError unless the model's keypoints carry covariances (a Monkey-Net model): the
+    predictor continues means and covariances."""
+    if "covariance" not in pipeline.model.keypoint_fields:
+        raise MarionetError(f"{source}: is a {pipeline.model.family} model; image-to-video needs keypoints with "
+                            "covariances (a Monkey-Net checkpoint)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -69,7 +69,7 @@ def require_monkeynet(pipeline, source) -> None:
 
 @torch.no_grad()
 def _detect(pipeline, frames: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    kp = pipeline.kp_detector(pipeline.to_tensor(np.stack(frames)))
+    kp = pipeline.model.detect(pipeline.to_tensor(np.stack(frames)))
     return kp["value"].float().cpu(), kp["covariance"].float().cpu()
 
 
@@ -99,7 +99,7 @@ def extract_keypoints(pipeline, data_dir, config: dict | None = None, batch_size
 
     from marionet.data.datasets import FramesDataset
 
-    require_monkeynet(pipeline, "the model")
+    require_covariances(pipeline, "the model")
     params = dict((config if config is not None else pipeline.config).get("dataset_params") or {})
     params.pop("augmentation_params", None)
     params["root_dir"] = str(data_dir)
@@ -184,13 +184,13 @@ def save_predictor(path, predictor: KeypointPredictor, info: dict | None = None)
     and ``info`` (training settings: window, steps, final loss, ...), all as JSON values."""
     from safetensors.torch import save_file
 
-    from marionet.checkpoints import atomic_write
+    from marionet.files import atomic_write
 
     arch = {"num_kp": predictor.num_kp, "num_features": predictor.rnn.hidden_size,
             "num_layers": predictor.rnn.num_layers, "dropout": float(predictor.rnn.dropout), "cell": predictor.cell}
     metadata = {"format": FORMAT, **{k: json.dumps(v) for k, v in {**(info or {}), **arch}.items()}}
     tensors = {k: v.detach().contiguous().cpu() for k, v in predictor.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def load_predictor(path, device="cpu") -> tuple[KeypointPredictor, dict]:
@@ -241,7 +241,7 @@ def predict_keypoints(pipeline, predictor: KeypointPredictor, source_image: np.n
     """
     if num_frames < 1:
         raise MarionetError(f"--frames {num_frames}: must be at least 1")
-    kp = pipeline.kp_detector(pipeline.to_tensor(source_image))
+    kp = pipeline.model.detect(pipeline.to_tensor(source_image))
     kp = {"value": kp["value"].float(), "covariance": kp["covariance"].float()}       # (1, K, ...)
     if predictor.num_kp != kp["value"].shape[1]:
         raise MarionetError(f"the predictor was trained for {predictor.num_kp} keypoints, the model detects "
@@ -254,22 +254,16 @@ def predict_keypoints(pipeline, predictor: KeypointPredictor, source_image: np.n
     return {"value": value, "covariance": covariance}
 
 
-@torch.no_grad()
 def render_frames(pipeline, source_image: np.ndarray, keypoints: dict, batch_size: int = 8) -> Iterator[np.ndarray]:
     """The generator's frame for each keypoint frame, driven absolutely from the source.
 
     keypoints: {"value": (T, K, 2), "covariance": (T, K, 2, 2)}. Yields (h, w, 3) float32 in [0, 1].
     """
-    source = pipeline.to_tensor(source_image)                                    # (1, 3, h, w)
-    kp_source = pipeline.kp_detector(source)
-    kp_source = {"value": kp_source["value"], "covariance": kp_source["covariance"]}
-    features = pipeline.generator.encode_source(source)
-    dtype = kp_source["value"].dtype
-    total = keypoints["value"].shape[0]
-    for start in range(0, total, batch_size):
-        kp = {k: v[start:start + batch_size].to(source.device, dtype) for k, v in keypoints.items()}
-        out = pipeline.generator(source, kp_driving=kp, kp_source=kp_source, source_features=features)["prediction"]
-        yield from out.permute(0, 2, 3, 1).float().cpu().numpy()
+    source = pipeline.encode(source_image)
+    dtype = source.kp["value"].dtype
+    for start in range(0, keypoints["value"].shape[0], batch_size):
+        kp = {k: v[start:start + batch_size].to(source.image.device, dtype) for k, v in keypoints.items()}
+        yield from pipeline.render(source, kp)
 
 
 def mean_displacement(value, frame_shape=None) -> tuple[float, float | None]:

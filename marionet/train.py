@@ -1,4 +1,4 @@
-"""Self-supervised training: one CPU, one GPU, or many processes with torchrun (DDP).
+"""Self-supervised training: one CPU, one GPU, or many processes with torchrun (DDP), for any family.
 
 Every random choice (which frames, augmentations, equivariance warps, data order) is a function of
 the seed and a global sample counter, so a run resumed from a checkpoint continues exactly as if it
@@ -7,6 +7,9 @@ had not stopped, and N processes see the same samples as one process with an N t
 A run directory holds: config.yaml, train_state.pt (everything to resume; the official checkpoint
 layout plus schedulers, step and RNG states, readable with torch.load(weights_only=True)),
 model.safetensors (marionet's inference checkpoint), log.csv, tensorboard/ and visuals/.
+
+The trainer knows a family only through ``ModelFamily``: its networks, its objective (whose
+generator side is one forward, so DDP can wrap it) and its ``TrainParams``.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +28,15 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from marionet.checkpoints import atomic_write, save_checkpoint
+from marionet.checkpoints import MODEL_FILE, load_init, save_checkpoint
+from marionet.config import load_config, validate_config
 from marionet.data.datasets import FramesDataset
 from marionet.errors import MarionetError
-from marionet.losses import FOMMObjective, MonkeyNetObjective
-from marionet.models import build_model, family_of
+from marionet.files import atomic_write, atomic_write_text
+from marionet.models import build_model, family_class
 from marionet.nn.sync_batchnorm import convert_sync_batchnorm
 
-OBJECTIVES = {"fomm": FOMMObjective, "monkeynet": MonkeyNetObjective}
-NETWORKS = ("generator", "kp_detector", "discriminator")
+STATE_FILE = "train_state.pt"
 
 
 class SampleIds(Dataset):
@@ -91,184 +95,204 @@ def distributed_context():
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def train(config: dict, data_dir, out_dir, steps: int | None = None, resume: bool = False, device: str = "cpu",
-          checkpoint_every: int | None = None, batch_size: int | None = None, workers: int | None = None,
-          visual_every: int | None = None, progress: bool = True, stop_after: int | None = None,
-          dtype: torch.dtype = torch.float32, init=None) -> dict:
-    """Train the model of ``config`` on the videos in ``data_dir``; returns the last step's losses.
+@dataclass
+class RunOptions:
+    """What a run adds to its config (the command line's options); None takes the config's value."""
+    steps: int | None = None              # length of the whole run (sets the learning-rate schedule)
+    resume: bool = False
+    device: str = "cpu"
+    checkpoint_every: int | None = None   # steps
+    batch_size: int | None = None         # global, split across processes
+    workers: int | None = None
+    visual_every: int | None = None
+    progress: bool = True
+    stop_after: int | None = None         # end this session early at that step, with a checkpoint
+    dtype: torch.dtype = torch.float32    # float64 for numerical checks (N processes equal one)
+    init: str | Path | None = None        # start from a checkpoint's weights (fine-tuning)
 
-    ``steps`` is the length of the whole run (it sets the learning-rate schedule); ``stop_after`` ends
-    this session early at that step with a checkpoint, to be continued with ``resume=True``.
-    ``dtype`` float64 is for numerical checks (e.g. that N processes equal one). ``init`` starts from the
-    weights of a checkpoint (official, marionet, a run directory or a built-in name) instead of random ones.
-    """
-    rank, world, local_rank = distributed_context()
-    tp = config.setdefault("train_params", {})
-    seed = int(tp.get("seed", 0))
-    out_dir = Path(out_dir)
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise MarionetError(f"device {device}: CUDA is not available on this machine")
-        device = f"cuda:{local_rank}" if world > 1 else device
-    dev = torch.device(device)
 
-    global_batch = int(batch_size or tp.get("batch_size", 4))
-    if global_batch % world:
-        raise MarionetError(f"--batch-size {global_batch}: must be divisible by the {world} processes")
-    dataset_params = dict(config.get("dataset_params", {}))
-    dataset_params["root_dir"] = str(data_dir)
-    dataset = FramesDataset(**dataset_params, is_train=True, num_repeats=int(tp.get("num_repeats", 1)))
-    steps_per_epoch = max(1, len(dataset) // global_batch)
-    num_epochs = int(tp.get("num_epochs", 1))
-    total = int(steps) if steps else num_epochs * steps_per_epoch
-    milestones = [round(m / num_epochs * total) for m in tp.get("epoch_milestones", [])]
-    every_epochs = tp.get("checkpoint_freq", (tp.get("log_params") or {}).get("cpk_freq_epoch", 50))  # FOMM / Monkey-Net key
-    checkpoint_every = int(checkpoint_every or every_epochs * steps_per_epoch)
-    visual_every = int(visual_every or checkpoint_every)
+def train(config, data_dir, out_dir, **options) -> dict:
+    """Train the model of ``config`` (a dict, a YAML path or a shipped name) on the videos in
+    ``data_dir``; ``options`` are ``RunOptions`` fields. Returns the last step's losses."""
+    return Trainer(config, data_dir, out_dir, RunOptions(**options)).run()
 
-    torch.manual_seed(seed)
-    model = build_model(config).to(dev, dtype)
-    if init is not None and not resume:
-        _load_init(model, init)
-    if world > 1:
-        model = convert_sync_batchnorm(model)
-    family = family_of(config)
-    objective = OBJECTIVES[family](model, tp).to(dev, dtype)
-    # Adam as in the official code; FOMM configs give lr_<network>, Monkey-Net configs one lr.
-    optimizers = {name: torch.optim.Adam(getattr(model, name).parameters(), lr=tp.get(f"lr_{name}", tp.get("lr", 2e-4)),
-                                         betas=(0.5, 0.999)) for name in NETWORKS}
-    schedulers = {k: torch.optim.lr_scheduler.MultiStepLR(o, milestones, gamma=0.1) for k, o in optimizers.items()}
-    start = 0
-    state_path = out_dir / "train_state.pt"
-    if resume:
-        start = _restore(state_path, model, optimizers, schedulers)
-    elif rank == 0 and state_path.exists():
-        raise MarionetError(f"{out_dir}: already holds a run (train_state.pt); use --resume or another --out")
-    if start >= total:
-        raise MarionetError(f"{state_path}: the run is already at step {start} of {total}; raise --steps to continue")
 
-    gan = objective.trains_discriminator
-    runner, disc_runner = objective, model.discriminator
-    if world > 1:
-        ids = [dev.index] if dev.type == "cuda" else None
-        runner = DDP(objective, device_ids=ids)
-        disc_runner = DDP(model.discriminator, device_ids=ids) if gan else model.discriminator
+class Trainer:
+    """Set-up in ``__init__``; ``step`` runs one optimisation step; ``save`` writes a checkpoint."""
 
-    loader = DataLoader(SampleIds(dataset), batch_size=global_batch // world,
-                        sampler=StepSampler(len(dataset), global_batch, start, total, seed, rank, world),
-                        num_workers=min(4, (os.cpu_count() or 2) // 2) if workers is None else workers)
-    logger = RunLogger(out_dir, config, start, enabled=rank == 0)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
-    from tqdm import tqdm
+    def __init__(self, config, data_dir, out_dir, options: RunOptions):
+        if isinstance(config, dict):
+            source, config = "config", validate_config(config)
+        else:
+            source, config = str(config), load_config(config)
+        self.config, self.options, self.out_dir = config, options, Path(out_dir)
+        self.rank, self.world, local_rank = distributed_context()
+        self.device = self._device(options.device, local_rank)
+        self.params = family_class(config, source).train_params(config, source)
 
-    bar = tqdm(total=total, initial=start, unit="step", disable=None if progress and rank == 0 else True)
-    model.train()
-    step, last = start, {}
-    t0 = time.perf_counter()
-    for batch in loader:
-        batch = {k: (v.to(dev, dtype if v.is_floating_point() else None, non_blocking=True) if torch.is_tensor(v) else v)
-                 for k, v in batch.items()}
+        self.global_batch = int(options.batch_size or self.params.batch_size)
+        if self.global_batch % self.world:
+            raise MarionetError(f"--batch-size {self.global_batch}: must be divisible by the {self.world} processes")
+        dataset_params = {**(config.get("dataset_params") or {}), "root_dir": str(data_dir)}
+        self.dataset = FramesDataset(**dataset_params, is_train=True, num_repeats=self.params.num_repeats)
+        self._schedule()
+        self._build(source)
+        self.start = self._restore() if options.resume else 0
+        if self.rank == 0 and not options.resume and (self.out_dir / STATE_FILE).exists():
+            raise MarionetError(f"{self.out_dir}: already holds a run ({STATE_FILE}); use --resume or another --out")
+        if self.start >= self.total:
+            raise MarionetError(f"{self.out_dir / STATE_FILE}: the run is already at step {self.start} of "
+                                f"{self.total}; raise --steps to continue")
+        self.step_count = self.start
+
+    @staticmethod
+    def _device(device: str, local_rank: int) -> torch.device:
+        if device.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise MarionetError(f"device {device}: CUDA is not available on this machine")
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                device = f"cuda:{local_rank}"
+        return torch.device(device)
+
+    def _schedule(self) -> None:
+        """Run length, learning-rate milestones and checkpoint/visual intervals, in steps."""
+        p, o = self.params, self.options
+        steps_per_epoch = max(1, len(self.dataset) // self.global_batch)
+        self.total = int(o.steps) if o.steps else p.num_epochs * steps_per_epoch
+        self.milestones = [round(m / p.num_epochs * self.total) for m in p.epoch_milestones]
+        self.checkpoint_every = int(o.checkpoint_every or p.checkpoint_epochs * steps_per_epoch)
+        self.visual_every = int(o.visual_every or self.checkpoint_every)
+
+    def _build(self, source: str) -> None:
+        """Model, objective (DDP-wrapped with more than one process), one Adam + schedule per network."""
+        o = self.options
+        torch.manual_seed(self.params.seed)
+        self.model = build_model(self.config, source).to(self.device, o.dtype)
+        if o.init is not None and not o.resume:
+            load_init(self.model, o.init)
+        if self.world > 1:
+            self.model = convert_sync_batchnorm(self.model)
+        self.objective = self.model.objective(self.params).to(self.device, o.dtype)
+        self.gan = self.objective.trains_discriminator
+        # Adam as in the official code.
+        self.optimizers = {name: torch.optim.Adam(net.parameters(), lr=self.params.learning_rate(name),
+                                                  betas=(0.5, 0.999))
+                           for name, net in self.model.trained_networks().items()}
+        self.schedulers = {k: torch.optim.lr_scheduler.MultiStepLR(opt, self.milestones, gamma=0.1)
+                           for k, opt in self.optimizers.items()}
+        self.runner, self.disc_runner = self.objective, self.model.discriminator
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.runner = DDP(self.objective, device_ids=ids)
+            if self.gan:
+                self.disc_runner = DDP(self.model.discriminator, device_ids=ids)
+
+    # ------------------------------------------------------------------------------------- one step
+
+    def to_device(self, batch: dict) -> dict:
+        dtype = self.options.dtype
+        return {k: (v.to(self.device, dtype if v.is_floating_point() else None, non_blocking=True)
+                    if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+    def step(self, batch: dict) -> tuple[dict[str, float], dict]:
+        """One optimisation step of every trained network on a batch already on the device
+        -> (losses averaged over processes, the objective's generated outputs)."""
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
+        generator_side = {k: opt for k, opt in self.optimizers.items() if k != "discriminator"}
         with amp:
-            losses, generated = runner(batch)
-        loss = sum(losses.values())
-        for name in ("generator", "kp_detector"):
-            optimizers[name].zero_grad(set_to_none=True)
-        loss.backward()
-        optimizers["generator"].step()
-        optimizers["kp_detector"].step()
-        if gan:
-            optimizers["discriminator"].zero_grad(set_to_none=True)
+            losses, generated = self.runner(batch)
+        for opt in generator_side.values():
+            opt.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        for opt in generator_side.values():
+            opt.step()
+        if self.gan:
+            self.optimizers["discriminator"].zero_grad(set_to_none=True)
             with amp:
-                d_losses = objective.discriminator_loss(batch, generated, disc_runner)
+                d_losses = self.objective.discriminator_loss(batch, generated, self.disc_runner)
             sum(d_losses.values()).backward()
-            optimizers["discriminator"].step()
+            self.optimizers["discriminator"].step()
             losses.update(d_losses)
-        for name, s in schedulers.items():
-            if name != "discriminator" or gan:
-                s.step()
-        step += 1
+        for name, scheduler in self.schedulers.items():
+            if name != "discriminator" or self.gan:
+                scheduler.step()
+        self.step_count += 1
         values = torch.stack([v.detach().double() for v in losses.values()])
-        if world > 1:  # log the mean over processes, i.e. the loss of the whole batch
+        if self.world > 1:  # the mean over processes, i.e. the loss of the whole batch
             dist.all_reduce(values)
-            values /= world
+            values /= self.world
         last = dict(zip(losses, values.tolist()))
         if not all(math.isfinite(v) for v in last.values()):
-            raise MarionetError(f"{out_dir}: the loss became {last} at step {step}; lower the learning rates")
-        bar.update(1)
-        bar.set_postfix({k: f"{v:.3g}" for k, v in last.items()}, refresh=False)
-        logger.scalars(step, {**last, "lr": schedulers["generator"].get_last_lr()[0],
-                              "seconds": time.perf_counter() - t0})
-        if step % visual_every == 0 or step == total:
-            logger.visual(step, batch, generated)
-        stopping = stop_after is not None and step >= stop_after
-        if step % checkpoint_every == 0 or step == total or stopping:
-            if rank == 0:
-                _save(out_dir, config, model, optimizers, schedulers, step)
-            if world > 1:
-                dist.barrier()
-        if stopping:
-            break
-    bar.close()
-    logger.close()
-    return last
+            raise MarionetError(f"{self.out_dir}: the loss became {last} at step {self.step_count}; "
+                                "lower the learning rates")
+        return last, generated
 
+    # ------------------------------------------------------------------------------------- the loop
 
-def _load_init(model, init) -> None:
-    """Generator and keypoint detector must match the config; a discriminator that does not (e.g. an
-    -adv config fine-tuning a checkpoint trained without one) starts from random weights, as officially."""
-    import warnings
+    def run(self) -> dict:
+        from tqdm import tqdm
 
-    from marionet.checkpoints import load_weights, read_checkpoint
-    from marionet.loading import resolve_checkpoint
-    from marionet.models.fomm import TranslationSearch
+        o = self.options
+        loader = DataLoader(SampleIds(self.dataset), batch_size=self.global_batch // self.world,
+                            sampler=StepSampler(len(self.dataset), self.global_batch, self.start, self.total,
+                                                self.params.seed, self.rank, self.world),
+                            num_workers=min(4, (os.cpu_count() or 2) // 2) if o.workers is None else o.workers)
+        logger = RunLogger(self.out_dir, self.config, self.start, enabled=self.rank == 0)
+        bar = tqdm(total=self.total, initial=self.start, unit="step",
+                   disable=None if o.progress and self.rank == 0 else True)
+        self.model.train()
+        last, t0 = {}, time.perf_counter()
+        for batch in loader:
+            batch = self.to_device(batch)
+            last, generated = self.step(batch)
+            step = self.step_count
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in last.items()}, refresh=False)
+            logger.scalars(step, {**last, "lr": self.schedulers["generator"].get_last_lr()[0],
+                                  "seconds": time.perf_counter() - t0})
+            if step % self.visual_every == 0 or step == self.total:
+                logger.visual(step, batch, generated)
+            stopping = o.stop_after is not None and step >= o.stop_after
+            if step % self.checkpoint_every == 0 or step == self.total or stopping:
+                self.save()
+            if stopping:
+                break
+        bar.close()
+        logger.close()
+        return last
 
-    path = resolve_checkpoint(init)
-    states, _, official = read_checkpoint(path)
-    # Anti-aliasing kernels are fixed functions of a network's scale_factor, not learned: a fine-tune
-    # may change the resolution a network works at, and keeps its own kernels.
-    for network, key in (("kp_detector", "down.weight"), ("generator", "dense_motion_network.down.weight")):
-        own = getattr(model, network).state_dict()
-        if network in states:
-            states[network] = {k: v for k, v in states[network].items() if k != key}
-            if key in own:
-                states[network][key] = own[key]
-    # A background-motion network added to a model trained without one starts as the identity; the
-    # weights of a learned one are dropped when the config replaces it by the weight-free search.
-    if "generator" in states and isinstance(getattr(model.generator, "bg_motion", None), TranslationSearch):
-        states["generator"] = {k: v for k, v in states["generator"].items() if not k.startswith("bg_motion.")}
-    load_weights(model, states, path, official, missing_ok=("generator.bg_motion.",))
-    try:
-        load_weights(model, states, path, official, networks=("discriminator",))
-    except MarionetError as e:
-        warnings.warn(f"the discriminator starts from random weights ({e})", stacklevel=3)
+    # ------------------------------------------------------------------------------------- checkpoints
 
+    def save(self) -> None:
+        """train_state.pt (to resume) and model.safetensors, from rank 0; every process waits for them."""
+        if self.rank == 0:
+            state = {name: net.state_dict() for name, net in self.model.networks.items()}
+            state.update({f"optimizer_{k}": o.state_dict() for k, o in self.optimizers.items()})
+            state.update({f"scheduler_{k}": s.state_dict() for k, s in self.schedulers.items()})
+            state.update(step=self.step_count, epoch=self.step_count, rng_torch=torch.get_rng_state())
+            atomic_write(self.out_dir / STATE_FILE, lambda tmp: torch.save(state, tmp))
+            save_checkpoint(self.out_dir / MODEL_FILE, self.model, self.config)
+        if self.world > 1:
+            dist.barrier()
 
-def _save(out_dir: Path, config, model, optimizers, schedulers, step: int) -> None:
-    state = {name: getattr(model, name).state_dict() for name in NETWORKS}
-    state.update({f"optimizer_{k}": o.state_dict() for k, o in optimizers.items()})
-    state.update({f"scheduler_{k}": s.state_dict() for k, s in schedulers.items()})
-    state.update(step=step, epoch=step, rng_torch=torch.get_rng_state())
-    atomic_write(out_dir / "train_state.pt", lambda tmp: torch.save(state, tmp))
-    save_checkpoint(out_dir / "model.safetensors", model, config)
-
-
-def _restore(path: Path, model, optimizers, schedulers) -> int:
-    if not path.is_file():
-        raise MarionetError(f"{path}: nothing to resume (no such file)")
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise MarionetError(f"{path}: not a readable training state ({str(e).splitlines()[0][:150]})") from None
-    try:
-        for name in NETWORKS:
-            getattr(model, name).load_state_dict(state[name])
-        for k in optimizers:
-            optimizers[k].load_state_dict(state[f"optimizer_{k}"])
-            schedulers[k].load_state_dict(state[f"scheduler_{k}"])
-    except (KeyError, RuntimeError, ValueError) as e:
-        raise MarionetError(f"{path}: does not match the config ({str(e).splitlines()[0][:200]})") from None
-    torch.set_rng_state(state["rng_torch"])
-    return int(state["step"])
+    def _restore(self) -> int:
+        path = self.out_dir / STATE_FILE
+        if not path.is_file():
+            raise MarionetError(f"{path}: nothing to resume (no such file)")
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise MarionetError(f"{path}: not a readable training state ({str(e).splitlines()[0][:150]})") from None
+        try:
+            for name, net in self.model.networks.items():
+                net.load_state_dict(state[name])
+            for k, optimizer in self.optimizers.items():
+                optimizer.load_state_dict(state[f"optimizer_{k}"])
+                self.schedulers[k].load_state_dict(state[f"scheduler_{k}"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise MarionetError(f"{path}: does not match the config ({str(e).splitlines()[0][:200]})") from None
+        torch.set_rng_state(state["rng_torch"])
+        return int(state["step"])
 
 
 class RunLogger:
@@ -280,7 +304,7 @@ class RunLogger:
             return
         self.out_dir = out_dir
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(out_dir / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(config, sort_keys=False)))
+        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         self.csv_path = out_dir / "log.csv"
         self.fields = None
         if start_step and self.csv_path.exists():  # drop rows logged after the checkpoint we resume from

@@ -96,7 +96,6 @@ def test_fomm_objective_adds_the_separation_term_when_weighted(monkeypatch):
 
     import yaml
 
-    from marionet.losses import FOMMObjective
     from marionet.models import build_model
 
     monkeypatch.setenv("MARIONET_OFFLINE", "1")
@@ -108,12 +107,12 @@ def test_fomm_objective_adds_the_separation_term_when_weighted(monkeypatch):
     batch = {"source": torch.rand(2, 3, 64, 64), "driving": torch.rand(2, 3, 64, 64), "seed": torch.arange(2)}
     with warnings.catch_warnings():  # no VGG19 weights here: the pixel fallback, said once per process
         warnings.simplefilter("ignore")
-        assert "keypoint_separation" not in FOMMObjective(model, tp).generator_loss(batch)[0]
+        assert "keypoint_separation" not in model.objective(model.train_params(config)).generator_loss(batch)[0]
     tp["loss_weights"]["keypoint_separation"] = 10
     tp["keypoint_separation_distance"] = 5.0  # wider than the image: every pair is too close
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        losses, generated = FOMMObjective(model, tp).generator_loss(batch)
+        losses, generated = model.objective(model.train_params(config)).generator_loss(batch)
     kp = torch.cat([generated["kp_source"]["value"], generated["kp_driving"]["value"]])
     assert torch.allclose(losses["keypoint_separation"], 10 * keypoint_separation_loss(kp, 5.0))
     assert float(losses["keypoint_separation"]) > 10

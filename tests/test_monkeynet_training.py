@@ -21,7 +21,6 @@ from marionet.data.datasets import FramesDataset
 from marionet.data.puppets import synthesize
 from marionet.data.video import open_video
 from marionet.errors import MarionetError
-from marionet.losses import MonkeyNetObjective
 from marionet.models import build_model
 from marionet.train import train
 
@@ -82,7 +81,7 @@ def _batch(puppets, config, n=2):
 def test_gradients_follow_the_official_paths(config, puppets):
     torch.manual_seed(0)
     model = build_model(config)
-    objective = MonkeyNetObjective(model, config["train_params"])
+    objective = model.objective(model.train_params(config))
     disc = set(map(id, model.discriminator.parameters()))
     assert not disc & set(map(id, objective.parameters()))   # the discriminator is trained on its own
     batch = _batch(puppets, config)
@@ -103,11 +102,12 @@ def test_gradients_follow_the_official_paths(config, puppets):
 
     # Feature matching alone, with the generator fed detached keypoints: the detector still learns
     # through the discriminator's keypoint embedding (real and fake branches), as in the official code.
-    tp = copy.deepcopy(config["train_params"])
+    cfg = copy.deepcopy(config)
+    tp = cfg["train_params"]
     tp["detach_kp_generator"] = True
     tp["loss_weights"].update(reconstruction=[0, 10, 10, 10, 1], reconstruction_deformed=0, generator_gan=0)
     model.zero_grad(set_to_none=True)
-    losses, _ = MonkeyNetObjective(model, tp)(batch)
+    losses, _ = model.objective(model.train_params(cfg))(batch)
     assert set(losses) == {"feature_matching"}
     losses["feature_matching"].backward()
     assert sum(p.grad.abs().sum().item() for p in model.kp_detector.parameters() if p.grad is not None) > 0
@@ -129,7 +129,7 @@ def test_build_model_passes_normalization_params(config):
 def test_shipped_puppet_config_builds_and_steps():
     cfg = load_config("monkeynet-puppets-64")
     model = build_model(cfg)
-    objective = MonkeyNetObjective(model, cfg["train_params"])
+    objective = model.objective(model.train_params(cfg))
     batch = {"source": torch.rand(1, 3, 64, 64), "driving": torch.rand(1, 3, 64, 64), "seed": torch.arange(1)}
     losses, generated = objective(batch)
     assert generated["prediction"].shape == (1, 3, 64, 64)

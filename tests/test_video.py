@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from fractions import Fraction
 
 import av
@@ -468,6 +469,34 @@ def test_zero_frames_is_an_error_and_writes_nothing(tmp_path, name):
     with pytest.raises(MarionetError, match=f"{name}: no frames were written"):
         write_video(tmp_path / name, [], fps=25)
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["out.mp4", "out.gif", "out"])
+def test_unwritable_output_directory_is_a_one_line_error(tmp_path, name):
+    # A read-only folder does not stop root (these tests run as root), but a regular file as the parent does.
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(MarionetError, match=f"afile/{name}: cannot write") as caught:
+        write_video(tmp_path / "afile" / name, gradient_frames(2, 16, 16), fps=25)
+    assert "\n" not in str(caught.value)
+    assert leftovers(tmp_path) == ["afile"]
+    assert (tmp_path / "afile").read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("name", ["out.mp4", "out.gif", "out"])
+def test_output_directory_lost_while_writing_is_a_one_line_error(tmp_path, name):
+    # Fails while writing (mp4, folder) or finishing (gif), after the temporary exists; the clean-up
+    # then fails too (ENOTDIR), as on a file system that went read-only, and must not raise that.
+    with pytest.raises(MarionetError, match=f"sub/{name}: cannot write") as caught:
+        with VideoWriter(tmp_path / "sub" / name, fps=25) as writer:
+            writer.write(gradient_frames(1, 16, 16)[0])
+            shutil.rmtree(tmp_path / "sub")
+            (tmp_path / "sub").write_text("now a file")
+            for frame in gradient_frames(30, 16, 16):
+                writer.write(frame)
+    assert "\n" not in str(caught.value)
+    assert leftovers(tmp_path) == ["sub"] and (tmp_path / "sub").read_text() == "now a file"
+    with pytest.raises(ValueError, match="closed"):
+        writer.write(gradient_frames(1, 16, 16)[0])
 
 
 def test_writer_argument_errors(tmp_path):

@@ -8,7 +8,7 @@ HELP = "animate a source image with the motion of a driving video"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="model config YAML (official FOMM/Monkey-Net layout) or a shipped name "
+    p.add_argument("--config", help="model config YAML (the official layout) or a shipped name "
                                     "such as vox-256; optional for marionet checkpoints, which carry theirs")
     p.add_argument("--checkpoint", help="official *.pth.tar, a marionet .safetensors checkpoint, or a training run "
                                         "directory")

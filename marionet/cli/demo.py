@@ -21,7 +21,7 @@ def run(args) -> int:
 
     import marionet
     from marionet.data.video import open_video, read_image, to_uint8, write_video
-    from marionet.loading import BUILTIN_MODELS
+    from marionet.checkpoints import BUILTIN_MODELS
 
     out_dir = Path(args.out_dir)
     source = read_image(EXAMPLES / "source.png")

@@ -1,15 +1,16 @@
-"""marionet predict: image-to-video with a Monkey-Net run and its trained keypoint predictor."""
+"""marionet predict: image-to-video from a run and its trained keypoint-trajectory predictor."""
 from __future__ import annotations
 
 import argparse
 import sys
 
-HELP = "make a video from one image: predicted keypoint motion rendered by a Monkey-Net model"
+HELP = "make a video from one image: predicted keypoint motion rendered by the model (image-to-video)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True,
-                   help="run folder (model.safetensors + predictor.safetensors) or a Monkey-Net checkpoint file")
+                   help="run folder (model.safetensors + predictor.safetensors) or a checkpoint file whose keypoints carry "
+                        "covariances")
     p.add_argument("--config", help="config YAML, only for an official *.pth.tar checkpoint")
     p.add_argument("--predictor", help="keypoint predictor (default: predictor.safetensors next to the checkpoint)")
     p.add_argument("--source", required=True, help="source image (png, jpg, ...; any size)")
@@ -30,7 +31,7 @@ def run(args) -> int:
     from marionet.data.video import VideoWriter, read_image
     from marionet.errors import MarionetError
     from marionet.predict import (PREDICTOR_FILE, load_predictor, mean_displacement, predict_keypoints,
-                                  prediction_defaults, render_frames, require_monkeynet, resolve_run)
+                                  prediction_defaults, render_frames, require_covariances, resolve_run)
 
     if args.frames < 1:
         raise MarionetError(f"--frames {args.frames}: must be at least 1")
@@ -43,7 +44,7 @@ def run(args) -> int:
     predictor_path = Path(args.predictor) if args.predictor else run_dir / PREDICTOR_FILE
     predictor, info = load_predictor(predictor_path)  # before the model: a missing predictor fails fast
     pipe = marionet.load(checkpoint=model_path, config=args.config, device=args.device)
-    require_monkeynet(pipe, model_path)
+    require_covariances(pipe, model_path)
     predictor.to(pipe.device)
     source = read_image(args.source)
     window = info.get("num_frames")

@@ -7,7 +7,7 @@ HELP = "train a model on your videos (one CPU, one GPU, or many with torchrun)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="training config (official FOMM layout) or a shipped name")
+    p.add_argument("--config", required=True, help="training config (the official layout) or a shipped name")
     p.add_argument("--data", required=True, help="dataset folder: train/ and test/ of videos, or videos to split")
     p.add_argument("--out", required=True, help="run directory: checkpoints, log.csv, tensorboard/, visuals/")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -23,7 +23,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from marionet.config import load_config
     from marionet.errors import MarionetError
     from marionet.train import train
 
@@ -31,8 +30,7 @@ def run(args) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise MarionetError(f"--{name.replace('_', '-')} {value}: must be at least 1")
-    config = load_config(args.config)
-    last = train(config, args.data, args.out, steps=args.steps, resume=args.resume, device=args.device,
+    last = train(args.config, args.data, args.out, steps=args.steps, resume=args.resume, device=args.device,
                  checkpoint_every=args.checkpoint_every, batch_size=args.batch_size, workers=args.workers,
                  init=args.init)
     print(f"finished: {args.out} ({', '.join(f'{k} {v:.4g}' for k, v in last.items())})")

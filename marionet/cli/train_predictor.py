@@ -1,14 +1,14 @@
-"""marionet train-predictor: fit Monkey-Net's keypoint-trajectory predictor (image-to-video) for a run."""
+"""marionet train-predictor: fit the keypoint-trajectory predictor (image-to-video) of a run."""
 from __future__ import annotations
 
 import argparse
 
-HELP = "train the keypoint-trajectory predictor of a Monkey-Net run (for `marionet predict`)"
+HELP = "train the keypoint-trajectory predictor of a run whose keypoints carry covariances (for `marionet predict`)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True,
-                   help="run folder (its model.safetensors) or a Monkey-Net checkpoint file")
+                   help="run folder (its model.safetensors) or a checkpoint file")
     p.add_argument("--config", help="config YAML, only for an official *.pth.tar checkpoint (marionet "
                                     "checkpoints carry theirs)")
     p.add_argument("--data", required=True, help="dataset folder the model was trained on (its train split is used)")
@@ -34,7 +34,7 @@ def run(args) -> int:
 
     import marionet
     from marionet.errors import MarionetError
-    from marionet.predict import (PREDICTOR_FILE, extract_keypoints, prediction_defaults, require_monkeynet,
+    from marionet.predict import (PREDICTOR_FILE, extract_keypoints, prediction_defaults, require_covariances,
                                   resolve_run, save_predictor, train_predictor)
 
     for name in ("steps", "window", "hidden", "max_videos"):
@@ -44,7 +44,7 @@ def run(args) -> int:
     model_path, run_dir = resolve_run(args.checkpoint)
     out = Path(args.predictor) if args.predictor else run_dir / PREDICTOR_FILE
     pipe = marionet.load(checkpoint=model_path, config=args.config, device=args.device)
-    require_monkeynet(pipe, model_path)
+    require_covariances(pipe, model_path)
     defaults = prediction_defaults(pipe.config)
     window = args.window or defaults["num_frames"]
     sequences = extract_keypoints(pipe, args.data, max_videos=args.max_videos, progress=True)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from marionet.data.frames import frames_to_tensor, resize_frames
 from marionet.data.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, _natural_key, open_video, read_image
 from marionet.errors import MarionetError
 
@@ -41,13 +42,6 @@ def _frame_files(folder: Path) -> list[Path]:
         files = [Path(e.path) for e in it if not e.name.startswith(".") and e.is_file()
                  and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS]
     return sorted(files, key=_natural_key)
-
-
-def _resize(x: torch.Tensor, hw) -> torch.Tensor:
-    """(N,3,h,w) -> (N,3,H,W), bilinear with antialiasing."""
-    if tuple(x.shape[-2:]) == tuple(hw):
-        return x
-    return F.interpolate(x, size=tuple(hw), mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
 
 
 def _rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
@@ -226,7 +220,7 @@ class FramesDataset(torch.utils.data.Dataset):
                            action="using its last frame in place of later ones")
             frames = [decoded.get(k, last) for k in indices or sorted(decoded)]
         fh, fw = self.frame_shape[:2]
-        return torch.cat([_resize(torch.from_numpy(_as_float(f)).permute(2, 0, 1)[None], (fh, fw)) for f in frames])
+        return torch.cat([frames_to_tensor(f, (fh, fw)) for f in frames])
 
     # ------------------------------------------------------------------------------------- items
 
@@ -284,7 +278,7 @@ class FramesDataset(torch.utils.data.Dataset):
         ratio = (p.get("resize_param") or {}).get("ratio")
         if ratio:
             scale = ratio[0] + (ratio[1] - ratio[0]) * u[3]
-            x = _resize(x, (max(1, int(x.shape[2] * scale)), max(1, int(x.shape[3] * scale))))
+            x = resize_frames(x, (max(1, int(x.shape[2] * scale)), max(1, int(x.shape[3] * scale))))
         size = (p.get("crop_param") or {}).get("size") or (self.frame_shape[:2] if ratio else None)
         if size:
             ch, cw = int(size[0]), int(size[1])
@@ -294,14 +288,7 @@ class FramesDataset(torch.utils.data.Dataset):
             y0 = min(int(u[4] * (x.shape[2] - ch + 1)), x.shape[2] - ch)
             x0 = min(int(u[5] * (x.shape[3] - cw + 1)), x.shape[3] - cw)
             x = x[:, :, y0:y0 + ch, x0:x0 + cw]
-        x = _resize(x, self.frame_shape[:2])
+        x = resize_frames(x, self.frame_shape[:2])
         if p.get("jitter_param"):  # numpy: its reductions do not depend on the thread count
             x = torch.from_numpy(_jitter(x.numpy(), p["jitter_param"], u[6:10], order))
         return x.contiguous()
-
-
-def _as_float(frame: np.ndarray) -> np.ndarray:
-    """HxWx3 uint8 or float -> float32 in [0, 1]."""
-    if frame.dtype == np.uint8:
-        return frame.astype(np.float32) / 255.0
-    return np.ascontiguousarray(frame, dtype=np.float32)

@@ -6,14 +6,12 @@ Videos go through PyAV (FFmpeg); still images and GIFs through Pillow.
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
-import shutil
 import struct
 import warnings
 import zlib
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from fractions import Fraction
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTr
 from PIL import Image, ImageOps
 
 from marionet.errors import MarionetError
+from marionet.files import Staged
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".webm", ".mkv", ".gif", ".m4v"})
@@ -259,99 +258,102 @@ def open_video(path) -> VideoReader:
 
 def _check_replaceable_folder(path: Path) -> None:
     # Replacing a folder deletes it, so only do that to an earlier frame dump (or an empty folder).
+    if not (path.exists() or path.is_symlink()):
+        return
     if not path.is_dir():
         raise MarionetError(f"{path}: exists and is not a folder")
     if any(not _FRAME_NAME.fullmatch(p.name) for p in path.iterdir()):
         raise MarionetError(f"{path}: folder holds files other than frames; not replacing it (use a new folder)")
 
 
-class VideoWriter:
-    """Writes frames to '.mp4' (H.264), '.gif', or a folder of PNG frames (no suffix or an existing folder).
+class _AudioCopy:
+    """The first audio track of `source` (if any), copied into the mp4 container `output` without
+    re-encoding, packet by packet as the video catches up."""
 
-    Output is atomic: frames go to a hidden temporary next to `path`, published by a successful close().
-    An exception inside a `with` block, abort(), or closing with zero frames leaves nothing at `path`
-    (and an earlier output there untouched). `audio_from` (mp4 only) names a video whose first audio
-    track is copied without re-encoding, trimmed to the written video's length.
-    """
-
-    def __init__(self, path, fps, audio_from=None):
-        self.path = Path(path)
-        self._closed = True  # until the temporary exists, so a failed __init__ leaves nothing to clean
-        try:
-            self.fps = float(fps)
-        except (TypeError, ValueError):
-            self.fps = float("nan")
-        if not (np.isfinite(self.fps) and self.fps > 0):
-            raise MarionetError(f"{self.path}: fps must be a positive number, got {fps!r}")
-        suffix = self.path.suffix.lower()
-        if self.path.is_dir() or not suffix:
-            self._kind = "folder"
-            if self.path.exists():
-                _check_replaceable_folder(self.path)
-        elif suffix in (".mp4", ".gif"):
-            self._kind = suffix[1:]
-        else:
-            raise MarionetError(
-                f"{self.path}: unsupported output format '{suffix}' (use .mp4, .gif or a folder)"
-            )
-
-        self._count = 0
-        self._size: tuple[int, int] | None = None
-        self._container = self._video = self._gif_file = None
-        self._gif_frames: list[Image.Image] = []
-        self._audio_in = self._audio_src = self._audio_out = None
-        self._audio_packets = self._audio_pending = None
-        self._audio_shift = 0  # source audio timestamps are moved by this to start with its video
-        self._tmp = self.path.parent / f".{self.path.name}.{secrets.token_hex(4)}.tmp"
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self._kind == "folder":
-                os.mkdir(self._tmp)
-            elif self._kind == "gif":
-                self._gif_file = open(self._tmp, "xb")
-            else:
-                self._container = av.open(
-                    str(self._tmp), "w", format="mp4", options={"movflags": "+faststart"}
-                )
-        except _AV_ERRORS as e:
-            raise MarionetError(f"{self.path}: cannot write ({_reason(e)})") from e
-        self._closed = False
-        if audio_from is not None and self._kind == "mp4":
-            try:
-                self._open_audio(Path(audio_from))
-            except BaseException:
-                self.abort()
-                raise
-
-    def _open_audio(self, source: Path) -> None:
+    def __init__(self, source, output):
+        self._output, self._input = output, None
+        self._source = self._stream = self._next = None
+        if source is None:
+            return
+        source = Path(source)
         if not source.exists():
             raise MarionetError(f"{source}: no such file")
         try:
-            container = av.open(str(source), metadata_errors="ignore")
+            self._input = av.open(str(source), metadata_errors="ignore")
         except _AV_ERRORS as e:
             raise MarionetError(f"{source}: not a readable video ({_reason(e)})") from e
-        if not container.streams.audio:
-            container.close()
+        streams = self._input.streams
+        if not streams.audio:
             return
-        stream = container.streams.audio[0]
-        codec = stream.codec_context.name
-        if codec not in self._container.supported_codecs:
-            container.close()
-            warnings.warn(
-                f"{source}: {codec} audio cannot be copied into mp4; writing the video without sound",
-                stacklevel=3,
+        codec = streams.audio[0].codec_context.name
+        if codec not in output.supported_codecs:
+            warnings.warn(  # stacklevel 4: the caller of VideoWriter(...)
+                f"{source}: {codec} audio cannot be copied into mp4; writing the video without sound", stacklevel=4
             )
             return
+        self._source = streams.audio[0]
         # Keep audio in sync with the source's first video frame, which becomes our time zero.
-        video = container.streams.video[0] if container.streams.video else None
-        if video is not None and video.start_time is not None:
-            self._audio_shift = round(video.start_time * video.time_base / stream.time_base)
-        self._audio_in, self._audio_src = container, stream
-        self._audio_packets = container.demux(stream)
+        video = streams.video[0] if streams.video else None
+        start = video.start_time if video is not None else None
+        shift = 0 if start is None else round(start * video.time_base / self._source.time_base)
+        self._packets = self._shifted(shift)
+        self._next = next(self._packets, None)
 
-    def _start_mp4(self, height: int, width: int) -> None:
-        rate = Fraction(self.fps).limit_denominator(1001)
-        video = self._container.add_stream("libx264", rate=rate)
+    def _shifted(self, shift: int):
+        for packet in self._input.demux(self._source):
+            if packet.dts is not None:  # None: the demuxer's empty flush packet
+                packet.dts -= shift
+                if packet.pts is not None:
+                    packet.pts -= shift
+                yield packet
+
+    def add_stream(self) -> None:
+        if self._source is not None:
+            self._stream = self._output.add_stream_from_template(self._source)
+
+    def mux_until(self, seconds: float) -> None:
+        """Copy the packets that start before `seconds`."""
+        while (packet := self._next) is not None:
+            if (packet.pts if packet.pts is not None else packet.dts) * packet.time_base >= seconds:
+                return  # not due yet
+            packet.stream = self._stream
+            self._output.mux(packet)
+            self._next = next(self._packets, None)
+
+    def close(self) -> None:
+        if self._input is not None:
+            self._input.close()
+
+
+class _Output:
+    """One output format, written into the temporary `tmp` that VideoWriter publishes: write() takes
+    HxWx3 uint8 frames of one size, finish() completes the output, close() releases it and never raises."""
+
+    def __init__(self, tmp: Path, fps: float, audio_from=None):
+        self._tmp, self._fps, self._count = tmp, fps, 0
+
+    def finish(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _Mp4Output(_Output):
+    """H.264 video, plus the first audio track of `audio_from` if it has one."""
+
+    def __init__(self, tmp: Path, fps: float, audio_from=None):
+        super().__init__(tmp, fps)
+        self._container = av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"})
+        self._video = None
+        try:
+            self._audio = _AudioCopy(audio_from, self._container)
+        except BaseException:
+            self._container.close()
+            raise
+
+    def _add_streams(self, height: int, width: int) -> None:
+        video = self._container.add_stream("libx264", rate=Fraction(self._fps).limit_denominator(1001))
         video.width, video.height = width + width % 2, height + height % 2  # yuv420p needs even sizes
         video.pix_fmt = "yuv420p"
         video.options = dict(_X264_OPTIONS)
@@ -360,32 +362,110 @@ class VideoWriter:
         ctx.colorspace, ctx.color_range = Colorspace.ITU709, ColorRange.MPEG
         ctx.color_primaries, ctx.color_trc = ColorPrimaries.BT709, ColorTrc.BT709
         self._video = video
-        if self._audio_in is not None:
-            self._audio_out = self._container.add_stream_from_template(self._audio_src)
+        self._audio.add_stream()
 
-    def _mux_audio(self, until: float) -> None:
-        """Copy the source audio packets that start before `until` seconds, interleaved with the video."""
-        while self._audio_packets is not None:
-            packet, self._audio_pending = self._audio_pending, None
-            if packet is None:
-                packet = next(self._audio_packets, None)
-                if packet is None:
-                    self._audio_packets = None
-                    break
-                if packet.dts is None:  # the demuxer's empty flush packet
-                    continue
-                packet.dts -= self._audio_shift
-                if packet.pts is not None:
-                    packet.pts -= self._audio_shift
-            if (packet.pts if packet.pts is not None else packet.dts) * packet.time_base >= until:
-                self._audio_pending = packet  # not due yet: keep it for the next call
-                break
-            packet.stream = self._audio_out
-            self._container.mux(packet)
+    def write(self, frame: np.ndarray) -> None:
+        if self._video is None:
+            self._add_streams(*frame.shape[:2])
+        pad_h, pad_w = self._video.height - frame.shape[0], self._video.width - frame.shape[1]
+        if pad_h or pad_w:
+            frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        yuv = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
+            format="yuv420p", dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG,
+            interpolation=_RGB_TO_YUV,
+        )
+        yuv.pts = self._count
+        self._container.mux(self._video.encode(yuv))
+        self._audio.mux_until(self._count / self._fps)
+        self._count += 1
+
+    def finish(self) -> None:
+        self._container.mux(self._video.encode(None))
+        self._audio.mux_until(self._count / self._fps)
+        self._audio.close()
+        self._container.close()
+
+    def close(self) -> None:
+        for resource in (self._audio, self._container):
+            with suppress(Exception):
+                resource.close()
+
+
+class _GifOutput(_Output):
+    """A looping GIF; each frame gets its own palette."""
+
+    def __init__(self, tmp: Path, fps: float, audio_from=None):
+        super().__init__(tmp, fps)
+        self._frames: list[Image.Image] = []
+
+    def write(self, frame: np.ndarray) -> None:
+        # Per-frame adaptive palette from a pixel subsample; stored paletted (1 byte/pixel) until finish.
+        step = max(1, int(np.ceil(np.sqrt(frame.shape[0] * frame.shape[1] / _GIF_PALETTE_SAMPLE))))
+        sample = Image.fromarray(np.ascontiguousarray(frame[::step, ::step]))
+        palette = sample.quantize(256, method=Image.Quantize.MAXCOVERAGE)
+        self._frames.append(Image.fromarray(frame).quantize(palette=palette, dither=Image.Dither.NONE))
+
+    def finish(self) -> None:
+        # GIF delays are in 1/100 s, and browsers slow down delays under 20 ms.
+        delay_ms = max(20, round(100 / self._fps) * 10)
+        first, *rest = self._frames
+        with open(self._tmp, "wb") as file:
+            first.save(file, format="GIF", save_all=True, append_images=rest, duration=delay_ms, loop=0)
+
+
+class _FolderOutput(_Output):
+    """PNG frames 000000.png, 000001.png, ... in a folder."""
+
+    def write(self, frame: np.ndarray) -> None:
+        Image.fromarray(frame).save(self._tmp / f"{self._count:06d}.png")
+        self._count += 1
+
+
+class VideoWriter:
+    """Writes frames to '.mp4' (H.264), '.gif', or a folder of PNG frames (no suffix or an existing folder).
+
+    Output is atomic: frames go to a hidden temporary next to `path`, published by a successful close().
+    An exception inside a `with` block, abort(), closing with zero frames or a failed write leaves
+    nothing at `path` (and an earlier output there untouched). `audio_from` (mp4 only) names a video
+    whose first audio track is copied without re-encoding, trimmed to the written video's length.
+    """
+
+    def __init__(self, path, fps, audio_from=None):
+        self.path = Path(path)
+        self._output = self._staged = None  # abort() cleans up whichever exists
+        try:
+            self.fps = float(fps)
+        except (TypeError, ValueError):
+            self.fps = float("nan")
+        if not (np.isfinite(self.fps) and self.fps > 0):
+            raise MarionetError(f"{self.path}: fps must be a positive number, got {fps!r}")
+        suffix = self.path.suffix.lower()
+        self._folder = self.path.is_dir() or not suffix
+        output = _FolderOutput if self._folder else {".mp4": _Mp4Output, ".gif": _GifOutput}.get(suffix)
+        if output is None:
+            raise MarionetError(f"{self.path}: unsupported output format '{suffix}' (use .mp4, .gif or a folder)")
+        if self._folder:
+            _check_replaceable_folder(self.path)
+        self._count = 0
+        self._size: tuple[int, int] | None = None
+        self._staged = Staged(self.path, directory=self._folder)
+        with self._aborting_on_error():
+            self._output = output(self._staged.tmp, self.fps, audio_from)
+
+    @contextmanager
+    def _aborting_on_error(self):
+        """Any exception discards the output; an I/O error becomes a MarionetError naming `path`."""
+        try:
+            yield
+        except BaseException as e:
+            self.abort()
+            if isinstance(e, _AV_ERRORS):
+                raise MarionetError(f"{self.path}: cannot write ({_reason(e)})") from e
+            raise
 
     def write(self, frame) -> None:
         """Append one HxWx3 frame (uint8, or float in [0, 1]); every frame must have the same size."""
-        if self._closed:
+        if self._output is None:
             raise ValueError(f"{self.path}: write() on a closed VideoWriter")
         frame = to_uint8(frame)
         if frame.ndim != 3 or frame.shape[2] != 3:
@@ -395,116 +475,30 @@ class VideoWriter:
         elif frame.shape[:2] != self._size:
             raise ValueError(f"frame size {frame.shape[1]}x{frame.shape[0]} differs from the first frame's "
                              f"{self._size[1]}x{self._size[0]}")
-        try:
-            if self._kind == "mp4":
-                self._write_mp4(frame)
-            elif self._kind == "gif":
-                self._write_gif(frame)
-            else:
-                self._write_folder(frame)
-        except _AV_ERRORS as e:
-            raise MarionetError(f"{self.path}: cannot write ({_reason(e)})") from e
+        with self._aborting_on_error():
+            self._output.write(frame)
         self._count += 1
-
-    def _write_mp4(self, frame: np.ndarray) -> None:
-        if self._video is None:
-            self._start_mp4(*frame.shape[:2])
-        pad_h, pad_w = self._video.height - frame.shape[0], self._video.width - frame.shape[1]
-        if pad_h or pad_w:
-            frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-        yuv = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
-            format="yuv420p", dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG,
-            interpolation=_RGB_TO_YUV,
-        )
-        yuv.pts = self._count
-        for packet in self._video.encode(yuv):
-            self._container.mux(packet)
-        self._mux_audio(self._count / self.fps)
-
-    def _write_gif(self, frame: np.ndarray) -> None:
-        # Per-frame adaptive palette from a pixel subsample; stored paletted (1 byte/pixel) until close.
-        step = max(1, int(np.ceil(np.sqrt(frame.shape[0] * frame.shape[1] / _GIF_PALETTE_SAMPLE))))
-        sample = Image.fromarray(np.ascontiguousarray(frame[::step, ::step]))
-        palette = sample.quantize(256, method=Image.Quantize.MAXCOVERAGE)
-        self._gif_frames.append(Image.fromarray(frame).quantize(palette=palette, dither=Image.Dither.NONE))
-
-    def _write_folder(self, frame: np.ndarray) -> None:
-        Image.fromarray(frame).save(self._tmp / f"{self._count:06d}.png")
 
     def close(self) -> None:
         """Finish the file and publish it at `path`. MarionetError (and nothing written) if no frames."""
-        if self._closed:
+        if self._output is None:
             return
-        self._closed = True
-        try:
+        with self._aborting_on_error():
             if self._count == 0:
                 raise MarionetError(f"{self.path}: no frames were written")
-            try:
-                self._finish()
-                self._publish()
-            except _AV_ERRORS as e:
-                raise MarionetError(f"{self.path}: cannot write ({_reason(e)})") from e
-        except BaseException:
-            self._discard()
-            raise
-
-    def _finish(self) -> None:
-        if self._kind == "mp4":
-            for packet in self._video.encode(None):
-                self._container.mux(packet)
-            self._mux_audio(self._count / self.fps)
-            self._close_audio()
-            self._container.close()
-        elif self._kind == "gif":
-            # GIF delays are in 1/100 s, and browsers slow down delays under 20 ms.
-            delay_ms = max(20, round(100 / self.fps) * 10)
-            first, *rest = self._gif_frames
-            first.save(
-                self._gif_file, format="GIF", save_all=True, append_images=rest, duration=delay_ms, loop=0
-            )
-            self._gif_frames = []
-            self._gif_file.close()
-
-    def _publish(self) -> None:
-        if self._kind != "folder" or not (self.path.exists() or self.path.is_symlink()):
-            os.replace(self._tmp, self.path)
-            return
-        # A directory cannot be renamed over a non-empty one: move the old one aside first.
-        _check_replaceable_folder(self.path)
-        old = self.path.parent / f".{self.path.name}.{secrets.token_hex(4)}.old"
-        os.replace(self.path, old)
-        try:
-            os.replace(self._tmp, self.path)
-        except OSError:
-            os.replace(old, self.path)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-
-    def _close_audio(self) -> None:
-        if self._audio_in is not None:
-            self._audio_in.close()
-            self._audio_in = self._audio_packets = self._audio_pending = None
-
-    def _discard(self) -> None:
-        """Drop the temporary output; never raises."""
-        for resource in (self._audio_in, self._container, self._gif_file):
-            try:
-                if resource is not None:
-                    resource.close()
-            except Exception:
-                pass
-        self._audio_in = self._audio_packets = self._audio_pending = None
-        self._gif_frames = []
-        if self._tmp.is_dir():
-            shutil.rmtree(self._tmp, ignore_errors=True)
-        else:
-            self._tmp.unlink(missing_ok=True)
+            self._output.finish()
+            if self._folder:
+                _check_replaceable_folder(self.path)
+            self._staged.publish()
+        self._output = None
 
     def abort(self) -> None:
         """Discard everything written so far; nothing appears at `path`."""
-        if not self._closed:
-            self._closed = True
-            self._discard()
+        if self._output is not None:
+            self._output.close()
+            self._output = None
+        if self._staged is not None:
+            self._staged.discard()
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -517,10 +511,8 @@ class VideoWriter:
 
     def __del__(self):
         # A writer dropped without close() must not leave its temporary behind (and never publishes).
-        try:
+        with suppress(Exception):
             self.abort()
-        except Exception:
-            pass
 
 
 def write_video(path, frames: Iterable, fps, audio_from=None) -> None:

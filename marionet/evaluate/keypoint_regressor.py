@@ -14,7 +14,6 @@ puppets' convention: x, y from the top-left image corner, pixel (i, j) covers [j
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from marionet.data.frames import frames_to_tensor
 from marionet.errors import MarionetError
 
 INPUT_SIZE = 64
@@ -68,11 +68,7 @@ class KeypointRegressor(nn.Module):
 def to_input(frames) -> torch.Tensor:
     """uint8 (N, H, W, 3) / (H, W, 3) numpy or float tensor (N, 3, H, W) in [0, 1] -> (N, 3, 64, 64)."""
     if isinstance(frames, np.ndarray):
-        if frames.ndim == 3:
-            frames = frames[None]
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"expected frames of shape (N, H, W, 3), got {frames.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+        x = frames_to_tensor(frames)
     else:
         x = frames.float()
         if x.ndim == 3:
@@ -96,16 +92,16 @@ def weights_path(kind: str) -> Path:
 
 def save_regressor(model: KeypointRegressor, path, kind: str, joint_names, extra: dict | None = None):
     from safetensors.torch import save_file
+
+    from marionet.files import atomic_write
+
     state = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous()
              for k, v in model.state_dict().items()}
     meta = {"kind": kind, "joints": json.dumps(list(joint_names)), "width": str(model.width),
             "input_size": str(INPUT_SIZE), "format": "marionet-keypoint-regressor-1"}
     for k, v in (extra or {}).items():
         meta[k] = v if isinstance(v, str) else json.dumps(v)
-    save_file(state, str(path), metadata=meta)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)  # safetensors writes owner-only files
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
 
 
 def load_regressor(kind_or_path: str, cache: bool = True) -> KeypointRegressor:

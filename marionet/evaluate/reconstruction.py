@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from marionet.checkpoints import atomic_write
+from marionet.files import atomic_write
 from marionet.data.datasets import FramesDataset
 from marionet.data.video import VideoWriter, open_video, to_uint8
 from marionet.evaluate.keypoint_regressor import KeypointAgreement, load_regressor, weights_path

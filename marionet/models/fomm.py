@@ -10,13 +10,22 @@ Keypoints are dicts {"value": (B, K, 2), "jacobian": (B, K, 2, 2)} with (x, y) i
 """
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from marionet.geometry import heatmap_to_mean, kp2gaussian, make_coordinate_grid
-from marionet.nn.blocks import AntiAliasInterpolation2d, DownBlock2d, Hourglass, ResBlock2d, SameBlock2d, UpBlock2d
+from marionet.config import LossWeights, TrainParams, construct
+from marionet.errors import ConfigError
+from marionet.geometry import RandomTPS, heatmap_to_mean, kp2gaussian, make_coordinate_grid
+from marionet.losses import (ImagePyramid, Objective, PerceptualPyramidLoss, detach_kp, keypoint_separation_loss,
+                             lsgan_discriminator_loss, lsgan_generator_loss, feature_matching_loss)
+from marionet.models.family import ModelFamily
+from marionet.nn.blocks import (AntiAliasInterpolation2d, DiscriminatorBlock, DownBlock2d, Hourglass, ResBlock2d,
+                                SameBlock2d, UpBlock2d)
 
 
 class KPDetector(nn.Module):
@@ -97,12 +106,8 @@ class TranslationSearch(nn.Module):
 
     def __init__(self, max_shift=0.4, truncate=0.033, min_gain=0.05, sigma=1.0, candidates=6, tie=0.1):
         super().__init__()
-        self.max_shift = max_shift
-        self.truncate = truncate
-        self.min_gain = min_gain
-        self.sigma = sigma
-        self.candidates = candidates
-        self.tie = tie
+        self.max_shift, self.truncate, self.min_gain = max_shift, truncate, min_gain
+        self.sigma, self.candidates, self.tie = sigma, candidates, tie
         self.penalty = 1e-4  # per pixel of shift: a tie-break, far below any real difference in cost
 
     @torch.no_grad()
@@ -258,9 +263,9 @@ class OcclusionAwareGenerator(nn.Module):
                  estimate_jacobian=False, align_corners=True, skips=False, background_motion=None):
         super().__init__()
         if dense_motion_params is not None:
-            self.dense_motion_network = DenseMotionNetwork(
-                num_kp=num_kp, num_channels=num_channels, estimate_occlusion_map=estimate_occlusion_map,
-                align_corners=align_corners, **dense_motion_params)
+            self.dense_motion_network = construct(
+                DenseMotionNetwork, dense_motion_params, "generator_params.dense_motion_params", num_kp=num_kp,
+                num_channels=num_channels, estimate_occlusion_map=estimate_occlusion_map, align_corners=align_corners)
         else:
             self.dense_motion_network = None
         self.first = SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
@@ -279,19 +284,20 @@ class OcclusionAwareGenerator(nn.Module):
         self.align_corners = align_corners
         self.skips = bool(skips)
         if self.skips and not estimate_occlusion_map:
-            raise ValueError("generator_params.skips needs estimate_occlusion_map: True")
+            raise ConfigError("generator_params.skips needs estimate_occlusion_map: True")
         if background_motion and self.dense_motion_network is None:
-            raise ValueError("generator_params.background_motion needs dense_motion_params")
+            raise ConfigError("generator_params.background_motion needs dense_motion_params")
         params = {} if background_motion is True else dict(background_motion or {})
         method = params.pop("method", "learned")
         if method not in ("learned", "search"):
-            raise ValueError(f"generator_params.background_motion.method: 'learned' or 'search', not {method!r}")
+            raise ConfigError(f"generator_params.background_motion.method: 'learned' or 'search', not {method!r}")
         if not background_motion:
             self.bg_motion = None
         elif method == "search":
-            self.bg_motion = TranslationSearch(**params)
+            self.bg_motion = construct(TranslationSearch, params, "generator_params.background_motion")
         else:
-            self.bg_motion = BackgroundMotion(num_channels, **params)
+            self.bg_motion = construct(BackgroundMotion, params, "generator_params.background_motion",
+                                       num_channels=num_channels)
 
     def background(self, source_image, driving_image):
         """(B, 2, 3) affine background motion driving -> source, or None without background motion."""
@@ -355,30 +361,11 @@ class OcclusionAwareGenerator(nn.Module):
         return result
 
 
-class DiscriminatorBlock(nn.Module):
-    """conv 4x4 (no padding, optional spectral norm) -> InstanceNorm -> LeakyReLU(0.2) -> avg-pool."""
-
-    def __init__(self, in_features, out_features, norm=False, kernel_size=4, pool=False, sn=False):
-        super().__init__()
-        self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size)
-        if sn:
-            self.conv = spectral_norm(self.conv)
-        self.norm = nn.InstanceNorm2d(out_features, affine=True) if norm else None
-        self.pool = pool
-
-    def forward(self, x):
-        out = self.conv(x)
-        if self.norm is not None:
-            out = self.norm(out)
-        out = F.leaky_relu(out, 0.2)
-        return F.avg_pool2d(out, 2) if self.pool else out
-
-
 class Discriminator(nn.Module):
     """PatchGAN; optionally conditioned on the (detached) driving keypoints as Gaussian maps."""
 
     def __init__(self, num_channels=3, block_expansion=64, num_blocks=4, max_features=512, sn=False,
-                 use_kp=False, num_kp=10, kp_variance=0.01, **unused):
+                 use_kp=False, num_kp=10, kp_variance=0.01, **_common):  # common_params keys a discriminator does not use
         super().__init__()
         self.down_blocks = nn.ModuleList(
             DiscriminatorBlock(num_channels + num_kp * use_kp if i == 0 else min(max_features, block_expansion * 2 ** i),
@@ -420,28 +407,156 @@ class MultiScaleDiscriminator(nn.Module):
         return out
 
 
-class FOMM(nn.Module):
+
+
+# ------------------------------------------------------------------------------------------------
+# Training objective (the official GeneratorFullModel / DiscriminatorFullModel)
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FOMMLossWeights(LossWeights):
+    perceptual: tuple[float, ...] = ()          # one weight per VGG19 layer (relu1_1 ... relu5_1)
+    generator_gan: float = 0.0
+    discriminator_gan: float = 1.0
+    feature_matching: tuple[float, ...] = ()    # one weight per discriminator block
+    equivariance_value: float = 0.0
+    equivariance_jacobian: float = 0.0
+    keypoint_separation: float = 0.0            # marionet's addition (after face-vid2vid's prior)
+
+
+@dataclass(frozen=True)
+class TransformParams:
+    """The random warps of the equivariance losses (official defaults of vox-256)."""
+    sigma_affine: float = 0.05
+    sigma_tps: float = 0.005
+    points_tps: int = 5
+
+
+@dataclass(frozen=True)
+class FOMMTrainParams(TrainParams):
+    transform_params: TransformParams = field(default_factory=TransformParams)
+    keypoint_separation_distance: float = 0.2
+    loss_weights: FOMMLossWeights = field(default_factory=FOMMLossWeights)
+
+
+class FOMMObjective(Objective):
+    """The official FOMM losses.
+
+    generator_loss(batch) -> (losses, generated); discriminator_loss(batch, generated) -> losses.
+    batch: {"source": (B,3,H,W), "driving": (B,3,H,W), "seed": (B,) int64 per-sample seeds}.
+    """
+
+    def __init__(self, model: "FOMM", params: FOMMTrainParams):
+        super().__init__(model)
+        self.weights = weights = params.loss_weights
+        self.scales = list(params.scales)
+        self.disc_scales = model.discriminator.scales if model.discriminator is not None else []
+        self.pyramid = ImagePyramid(sorted(set(self.scales) | set(self.disc_scales), key=lambda s: -s))
+        self.perceptual = PerceptualPyramidLoss(weights.perceptual or [0], params.perceptual_backbone,
+                                                params.vgg19_weights)
+        self.transform_params = dataclasses.asdict(params.transform_params)
+        self.align_corners = model.align_corners
+        self.separation_distance = params.keypoint_separation_distance
+        # As in the official train.py: no adversarial term, no discriminator training.
+        self.trains_discriminator = bool(weights.generator_gan)
+
+    def generator_loss(self, batch: dict):
+        source, driving = batch["source"], batch["driving"]
+        w = self.weights
+        kp_source, kp_driving = self.kp_detector(source), self.kp_detector(driving)
+        generated = self.generator(source, kp_driving=kp_driving, kp_source=kp_source,
+                                   background=self.generator.background(source, driving))
+        generated.update(kp_source=kp_source, kp_driving=kp_driving)
+        losses = {}
+        real = self.pyramid(driving)
+        fake = self.pyramid(generated["prediction"])
+        if sum(w.perceptual):
+            losses["perceptual"] = self.perceptual({f"prediction_{s}": fake[f"prediction_{s}"] for s in self.scales},
+                                                   {f"prediction_{s}": real[f"prediction_{s}"] for s in self.scales})
+        if w.generator_gan:
+            kp = detach_kp(kp_driving)
+            d_fake, d_real = self.frozen_discriminator(fake, kp=kp), self.frozen_discriminator(real, kp=kp)
+            losses["gen_gan"] = w.generator_gan * lsgan_generator_loss(
+                [d_fake[f"prediction_map_{s}"] for s in self.disc_scales])
+            if sum(w.feature_matching):
+                losses["feature_matching"] = sum(
+                    feature_matching_loss(d_real[f"feature_maps_{s}"], d_fake[f"feature_maps_{s}"], w.feature_matching)
+                    for s in self.disc_scales)
+        if w.keypoint_separation:
+            value = torch.cat([kp_source["value"], kp_driving["value"]])
+            losses["keypoint_separation"] = w.keypoint_separation * keypoint_separation_loss(
+                value, self.separation_distance)
+        if w.equivariance_value or w.equivariance_jacobian:
+            losses.update(self.equivariance_losses(batch, kp_driving, generated))
+        return losses, generated
+
+    def equivariance_losses(self, batch: dict, kp_driving: dict, generated: dict) -> dict:
+        """Keypoints (and Jacobians) of a randomly warped driving frame must follow the warp."""
+        w, driving = self.weights, batch["driving"]
+        transform = RandomTPS(batch["seed"].tolist(), device=driving.device, **self.transform_params)
+        transformed = transform.warp_frames(driving, self.align_corners)
+        kp_t = self.kp_detector(transformed)
+        generated.update(transformed_frame=transformed, transformed_kp=kp_t)
+        losses = {}
+        if w.equivariance_value:
+            losses["equivariance_value"] = w.equivariance_value * (
+                kp_driving["value"] - transform.warp_coordinates(kp_t["value"])).abs().mean()
+        if w.equivariance_jacobian and "jacobian" in kp_t:
+            jac_t = transform.jacobian(kp_t["value"]) @ kp_t["jacobian"]
+            value = torch.inverse(kp_driving["jacobian"]) @ jac_t
+            eye = torch.eye(2, dtype=value.dtype, device=value.device)
+            losses["equivariance_jacobian"] = w.equivariance_jacobian * (eye - value).abs().mean()
+        return losses
+
+    def discriminator_loss(self, batch: dict, generated: dict, discriminator=None) -> dict:
+        """LSGAN discriminator loss on [real; fake] in one call (it normalises per sample, so this equals two)."""
+        discriminator = discriminator or self.discriminator
+        kp = detach_kp(generated["kp_driving"])
+        kp = {k: torch.cat([v, v]) for k, v in kp.items()}
+        both = self.pyramid(torch.cat([batch["driving"], generated["prediction"].detach()]))
+        maps = discriminator(both, kp=kp)
+        b = batch["driving"].shape[0]
+        real = [maps[f"prediction_map_{s}"][:b] for s in self.disc_scales]
+        fake = [maps[f"prediction_map_{s}"][b:] for s in self.disc_scales]
+        return {"disc_gan": self.weights.discriminator_gan * lsgan_discriminator_loss(real, fake)}
+
+
+# ------------------------------------------------------------------------------------------------
+# The family
+# ------------------------------------------------------------------------------------------------
+
+class FOMM(ModelFamily):
     """The three networks of one FOMM model, built from the official ``model_params`` section."""
 
     family = "fomm"
+    TrainParams = FOMMTrainParams
+    keypoint_fields = ("value", "jacobian")
 
-    def __init__(self, model_params: dict, with_discriminator: bool = True, normalization_params=None):
+    def __init__(self, model_params: dict, with_discriminator: bool = True):
         super().__init__()
-        common = dict(model_params["common_params"])
-        align_corners = bool(common.pop("align_corners", True))
-        self.kp_detector = KPDetector(**model_params["kp_detector_params"], **common)
-        self.generator = OcclusionAwareGenerator(**model_params["generator_params"], **common,
-                                                 align_corners=align_corners)
-        self.discriminator = (MultiScaleDiscriminator(**model_params["discriminator_params"], **common)
+        common = dict(model_params.get("common_params") or {})
+        self.align_corners = bool(common.pop("align_corners", True))
+        self.kp_detector = construct(KPDetector, model_params.get("kp_detector_params"), "kp_detector_params", **common)
+        self.generator = construct(OcclusionAwareGenerator, model_params.get("generator_params"), "generator_params",
+                                   **common, align_corners=self.align_corners)
+        self.discriminator = (construct(MultiScaleDiscriminator, model_params["discriminator_params"],
+                                        "discriminator_params", **common)
                               if with_discriminator and "discriminator_params" in model_params else None)
-        self.align_corners = align_corners
+        if self.kp_detector.jacobian is None:
+            self.keypoint_fields = ("value",)
 
-    @property
-    def has_jacobian(self) -> bool:
-        return self.kp_detector.jacobian is not None
+    def background(self, reference, driving):
+        return self.generator.background(reference, driving)
+
+    def generate(self, source, kp_source, kp_driving, source_features=None, background=None):
+        return self.generator(source, kp_driving=kp_driving, kp_source=kp_source, source_features=source_features,
+                              background=background)
+
+    def objective(self, train_params: FOMMTrainParams) -> FOMMObjective:
+        return FOMMObjective(self, train_params)
 
     @staticmethod
-    def convert_official(module_name: str, state: dict) -> dict:
+    def convert_official(network: str, state: dict) -> dict:
         """Official names -> ours. The one transformation: the official discriminator uses the old
         ``torch.nn.utils.spectral_norm`` hook (``weight_orig/_u/_v``), ours the parametrization."""
         renames = {"weight_orig": "parametrizations.weight.original",
@@ -452,3 +567,19 @@ class FOMM(nn.Module):
             prefix, _, leaf = key.rpartition(".")
             out[f"{prefix}.{renames[leaf]}" if leaf in renames else key] = value
         return out
+
+    def adapt_init(self, states: dict) -> tuple[dict, tuple[str, ...]]:
+        """Fine-tuning rules: the anti-aliasing kernels are fixed functions of a network's scale_factor, not
+        learned, so a fine-tune may change the resolution a network works at and keeps its own kernels; a
+        background-motion network added to a model trained without one starts as the identity; the weights
+        of a learned one are dropped when the config replaces it by the weight-free search."""
+        states = dict(states)
+        for network, key in (("kp_detector", "down.weight"), ("generator", "dense_motion_network.down.weight")):
+            own = getattr(self, network).state_dict()
+            if network in states:
+                states[network] = {k: v for k, v in states[network].items() if k != key}
+                if key in own:
+                    states[network][key] = own[key]
+        if "generator" in states and isinstance(self.generator.bg_motion, TranslationSearch):
+            states["generator"] = {k: v for k, v in states["generator"].items() if not k.startswith("bg_motion.")}
+        return states, ("generator.bg_motion.",)

@@ -19,15 +19,18 @@ keypoints have batch B (one source image, many driving frames).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from marionet.errors import MarionetError
+from marionet.config import LossWeights, TrainParams, construct, parse_section
+from marionet.errors import ConfigError, MarionetError
 from marionet.geometry import make_coordinate_grid
-from marionet.nn.blocks import Encoder, ResBlock2d, SameBlock2d, UpBlock2d
+from marionet.losses import Objective, detach_kp, lsgan_discriminator_loss, lsgan_generator_loss
+from marionet.models.family import ModelFamily
+from marionet.nn.blocks import Decoder, DiscriminatorBlock, Encoder, Hourglass, ResBlock2d, SameBlock2d
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,46 +115,6 @@ def _downscale(x: torch.Tensor, scale_factor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------
-# Hourglass with the official final convolution (``decoder.conv``)
-# --------------------------------------------------------------------------------------------
-
-class Decoder(nn.Module):
-    """Monkey-Net hourglass decoder: like ``marionet.nn.blocks.Decoder``, plus ``additional_features``
-    concatenated to every skip (the generator's keypoint embedding) and an optional final 3x3 conv."""
-
-    def __init__(self, block_expansion, in_features, out_features, num_blocks=3, max_features=256,
-                 additional_features_for_block=0, use_last_conv=True):
-        super().__init__()
-        extra = additional_features_for_block
-        self.up_blocks = nn.ModuleList(
-            UpBlock2d((1 if i == num_blocks - 1 else 2) * min(max_features, block_expansion * 2 ** (i + 1)) + extra,
-                      min(max_features, block_expansion * 2 ** i))
-            for i in reversed(range(num_blocks)))
-        self.out_filters = block_expansion + in_features + extra
-        self.conv = (nn.Conv2d(self.out_filters, out_features, kernel_size=3, padding=1)
-                     if use_last_conv else None)
-
-    def forward(self, skips):
-        skips = list(skips)
-        out = skips.pop()
-        for block in self.up_blocks:
-            out = torch.cat([block(out), skips.pop()], dim=1)
-        return self.conv(out) if self.conv is not None else out
-
-
-class Hourglass(nn.Module):
-    """U-Net ending in a 3x3 conv to ``out_features`` channels at the input resolution."""
-
-    def __init__(self, block_expansion, in_features, out_features, num_blocks=3, max_features=256):
-        super().__init__()
-        self.encoder = Encoder(block_expansion, in_features, num_blocks, max_features)
-        self.decoder = Decoder(block_expansion, in_features, out_features, num_blocks, max_features)
-
-    def forward(self, x):
-        return self.decoder(self.encoder(x))
-
-
-# --------------------------------------------------------------------------------------------
 # Modules
 # --------------------------------------------------------------------------------------------
 
@@ -161,7 +124,7 @@ class KPDetector(nn.Module):
     def __init__(self, block_expansion, num_kp, num_channels, max_features, num_blocks, temperature,
                  kp_variance="matrix", scale_factor=1, clip_variance=None):
         super().__init__()
-        self.predictor = Hourglass(block_expansion, num_channels, num_kp, num_blocks, max_features)
+        self.predictor = Hourglass(block_expansion, num_channels, num_blocks, max_features, out_features=num_kp)
         self.temperature = temperature
         self.kp_variance = kp_variance
         self.scale_factor = scale_factor
@@ -195,10 +158,10 @@ class MovementEmbedding(nn.Module):
                  scale_factor=1, align_corners=True):
         super().__init__()
         if heatmap_type not in ("gaussian", "difference"):
-            raise ValueError(f"heatmap_type must be 'gaussian' or 'difference', got {heatmap_type!r}")
+            raise ConfigError(f"heatmap_type must be 'gaussian' or 'difference', got {heatmap_type!r}")
         if not (use_heatmap or use_deformed_source_image or use_difference):
-            raise ValueError("the movement embedding needs at least one of use_heatmap, use_difference, "
-                             "use_deformed_source_image")
+            raise ConfigError("the movement embedding needs at least one of use_heatmap, use_difference, "
+                              "use_deformed_source_image")
         self.groups = num_kp + int(add_bg_feature_map)
         self.channels_per_group = int(use_heatmap) + 2 * int(use_difference) + num_channels * int(use_deformed_source_image)
         self.out_channels = self.channels_per_group * self.groups
@@ -260,16 +223,16 @@ class DenseMotionModule(nn.Module):
                  align_corners=True):
         super().__init__()
         if not (use_mask or use_correction):
-            raise ValueError("dense motion needs use_mask (coarse flow) or use_correction (residual flow)")
-        self.mask_embedding = MovementEmbedding(num_kp=num_kp, kp_variance=kp_variance, num_channels=num_channels,
-                                                add_bg_feature_map=True, align_corners=align_corners,
-                                                **mask_embedding_params)
+            raise ConfigError("dense motion needs use_mask (coarse flow) or use_correction (residual flow)")
+        self.mask_embedding = construct(MovementEmbedding, mask_embedding_params, "dense_motion_params."
+                                        "mask_embedding_params", num_kp=num_kp, kp_variance=kp_variance,
+                                        num_channels=num_channels, add_bg_feature_map=True, align_corners=align_corners)
         channels = self.mask_embedding.out_channels
         self.group_blocks = nn.ModuleList(
             SameBlock2d(channels, channels, kernel_size=1, padding=0, groups=num_kp + 1)
             for _ in range(num_group_blocks))
         out_features = (num_kp + 1) * int(use_mask) + 2 * int(use_correction)
-        self.hourglass = Hourglass(block_expansion, channels, out_features, num_blocks, max_features)
+        self.hourglass = Hourglass(block_expansion, channels, num_blocks, max_features, out_features=out_features)
         # Start from "everything is background": zero weights, background logit bg_init.
         nn.init.zeros_(self.hourglass.decoder.conv.weight)
         bias = ([float(bg_init)] + [0.0] * num_kp) * int(use_mask) + [0.0, 0.0] * int(use_correction)
@@ -317,26 +280,27 @@ class MotionTransferGenerator(nn.Module):
         super().__init__()
         self.appearance_encoder = Encoder(block_expansion, num_channels, num_blocks, max_features)
         if kp_embedding_params is not None:
-            self.kp_embedding_module = MovementEmbedding(num_kp=num_kp, kp_variance=kp_variance,
-                                                         num_channels=num_channels, align_corners=align_corners,
-                                                         **kp_embedding_params)
+            self.kp_embedding_module = construct(MovementEmbedding, kp_embedding_params,
+                                                 "generator_params.kp_embedding_params", num_kp=num_kp,
+                                                 kp_variance=kp_variance, num_channels=num_channels,
+                                                 align_corners=align_corners)
             embedding_features = self.kp_embedding_module.out_channels
         else:
             self.kp_embedding_module = None
             embedding_features = 0
         self.dense_motion_module = (
-            DenseMotionModule(num_kp=num_kp, kp_variance=kp_variance, num_channels=num_channels,
-                              align_corners=align_corners, **dense_motion_params)
+            construct(DenseMotionModule, dense_motion_params, "generator_params.dense_motion_params", num_kp=num_kp,
+                      kp_variance=kp_variance, num_channels=num_channels, align_corners=align_corners)
             if dense_motion_params is not None else None)
-        self.video_decoder = Decoder(block_expansion, num_channels, num_channels, num_blocks, max_features,
-                                     additional_features_for_block=embedding_features, use_last_conv=False)
+        self.video_decoder = Decoder(block_expansion, num_channels, num_blocks, max_features,
+                                     extra_features=embedding_features)
         features = block_expansion + num_channels + embedding_features
         self.refinement_module = nn.Sequential()
         for i in range(num_refinement_blocks):
             self.refinement_module.add_module(f"r{i}", ResBlock2d(features))
         self.refinement_module.add_module("conv_last", nn.Conv2d(features, num_channels, kernel_size=1))
         if interpolation_mode not in ("nearest", "bilinear", "trilinear"):
-            raise ValueError(f"interpolation_mode must be 'nearest' or 'trilinear', got {interpolation_mode!r}")
+            raise ConfigError(f"interpolation_mode must be 'nearest' or 'trilinear', got {interpolation_mode!r}")
         self.interpolation_mode = interpolation_mode
         self.align_corners = align_corners
 
@@ -374,21 +338,6 @@ class MotionTransferGenerator(nn.Module):
         return result
 
 
-class DiscriminatorBlock(nn.Module):
-    """conv 4x4 (no padding) -> InstanceNorm (affine; not on the first block) -> LeakyReLU(0.2) -> avg-pool 2."""
-
-    def __init__(self, in_features, out_features, norm=False, kernel_size=4):
-        super().__init__()
-        self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size)
-        self.norm = nn.InstanceNorm2d(out_features, affine=True) if norm else None
-
-    def forward(self, x):
-        out = self.conv(x)
-        if self.norm is not None:
-            out = self.norm(out)
-        return F.avg_pool2d(F.leaky_relu(out, 0.2), 2)
-
-
 class Discriminator(nn.Module):
     """Single-scale pix2pix-like discriminator on [image, driving keypoint Gaussians]."""
 
@@ -396,8 +345,9 @@ class Discriminator(nn.Module):
                  num_blocks=4, max_features=512, kp_embedding_params=None, align_corners=True):
         super().__init__()
         if kp_embedding_params is not None:
-            self.kp_embedding = MovementEmbedding(num_kp=num_kp, kp_variance=kp_variance, num_channels=num_channels,
-                                                  align_corners=align_corners, **kp_embedding_params)
+            self.kp_embedding = construct(MovementEmbedding, kp_embedding_params, "discriminator_params."
+                                          "kp_embedding_params", num_kp=num_kp, kp_variance=kp_variance,
+                                          num_channels=num_channels, align_corners=align_corners)
             embedding_channels = self.kp_embedding.out_channels
         else:
             self.kp_embedding = None
@@ -425,7 +375,7 @@ class Discriminator(nn.Module):
 # Transfer-time keypoint normalisation (official ``normalize_kp``)
 # --------------------------------------------------------------------------------------------
 
-@dataclass
+@dataclass(frozen=True)
 class NormalizationParams:
     """``transfer_params.normalization_params`` of an official config (``animate_params`` also read).
 
@@ -440,12 +390,7 @@ class NormalizationParams:
 
     @classmethod
     def from_dict(cls, params) -> "NormalizationParams":
-        params = dict(params or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise MarionetError(f"normalization_params: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        return cls(**{k: bool(v) for k, v in params.items()})
+        return parse_section(cls, params, "normalization_params")
 
     @classmethod
     def from_config(cls, config: dict) -> "NormalizationParams":
@@ -466,10 +411,131 @@ def adapt_covariance(cov_driving, cov_initial, cov_source, min_eigenvalue=1e-6):
 
 
 # --------------------------------------------------------------------------------------------
+# Training objective (official monkey-net modules/losses.py)
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MonkeyNetLossWeights(LossWeights):
+    # one weight per discriminator map (the image itself, then each block), or one number for the pixel term
+    reconstruction: float | tuple[float, ...] = (10.0, 10.0, 10.0, 10.0, 1.0)
+    reconstruction_deformed: float = 0.0
+    generator_gan: float = 1.0
+    discriminator_gan: float = 1.0
+
+    @property
+    def reconstruction_list(self) -> list[float]:
+        if isinstance(self.reconstruction, float):
+            return [self.reconstruction] if self.reconstruction else []
+        return list(self.reconstruction)
+
+
+@dataclass(frozen=True)
+class MonkeyNetTrainParams(TrainParams):
+    detach_kp_generator: bool = False
+    detach_kp_discriminator: bool = True     # the only choice here (see MonkeyNetObjective)
+    loss_weights: MonkeyNetLossWeights = field(default_factory=MonkeyNetLossWeights)
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        if not self.detach_kp_discriminator:
+            raise MarionetError(f"{where}.detach_kp_discriminator: only true is supported (the keypoint detector "
+                                "has already stepped when the discriminator loss is computed)")
+
+
+class MonkeyNetObjective(Objective):
+    """The official Monkey-Net losses (monkey-net ``modules/losses.py``: GeneratorFullModel and
+    DiscriminatorFullModel). ``model`` is a ``MonkeyNet``; weights from ``train_params.loss_weights``.
+
+    Generator side, from one discriminator pass on [real; fake] (its list [image, block_1, ..., block_n,
+    scores]):
+      - ``reconstruction``: w_0 * mean |prediction - driving| (item 0 of the list is the image itself);
+      - ``feature_matching``: sum over i >= 1 of w_i * mean |D_i(fake) - D_i(real)| (the rest of the
+        official "reconstruction" list; the two keys together are the official sum);
+      - ``reconstruction_deformed`` (optional): w * mean |driving - source warped by the dense flow|;
+      - ``gen_gan``: w * mean (1 - D(fake))^2.
+    Keypoints are not detached on the generator side (``detach_kp_generator: False``): the detector is
+    trained through the generator and through the discriminator's keypoint embedding, on both the real
+    and the fake branch, as in the official code. The discriminator is not a submodule (its own
+    optimiser trains it) and is called with detached parameters here, so the official gradients on its
+    weights, which its training loop zeroes before the discriminator step, are never formed.
+
+    Discriminator side: ``disc_gan``: w * mean[(1 - D(real))^2 + D(fake)^2] on the detached prediction
+    with detached keypoints (``detach_kp_discriminator: True`` in every official config; always so here,
+    since the keypoint detector has already stepped when the discriminator loss is computed).
+
+    The source and driving frames go through the keypoint detector in one batch, as the official code
+    does (it stacks them on the time axis), so BatchNorm sees both.
+    """
+
+    def __init__(self, model: "MonkeyNet", params: "MonkeyNetTrainParams"):
+        super().__init__(model)
+        weights = params.loss_weights
+        self.reconstruction = weights.reconstruction_list
+        self.w_deformed = weights.reconstruction_deformed
+        self.w_gen_gan = weights.generator_gan
+        self.w_disc_gan = weights.discriminator_gan
+        self.detach_kp_generator = params.detach_kp_generator
+        # Its feature-matching terms need a trained discriminator even without the adversarial term.
+        self.trains_discriminator = bool(self.w_gen_gan or any(self.reconstruction[1:]))
+        needs_disc = any(self.reconstruction[1:]) or self.w_gen_gan or self.w_disc_gan
+        if needs_disc and model.discriminator is None:
+            raise MarionetError("train_params.loss_weights: the reconstruction feature terms and the GAN terms need "
+                                "model_params.discriminator_params")
+        if model.discriminator is not None and len(self.reconstruction) > len(model.discriminator.down_blocks) + 1:
+            raise MarionetError(
+                f"train_params.loss_weights.reconstruction: {len(self.reconstruction)} weights, but the discriminator "
+                f"returns {len(model.discriminator.down_blocks) + 1} maps before its scores (the image and "
+                f"{len(model.discriminator.down_blocks)} blocks)")
+
+    def generator_loss(self, batch: dict):
+        source, driving = batch["source"], batch["driving"]
+        b = source.shape[0]
+        kp_both = self.kp_detector(torch.cat([source, driving]))
+        kp_source = {k: v[:b] for k, v in kp_both.items()}
+        kp_driving = {k: v[b:] for k, v in kp_both.items()}
+        if self.detach_kp_generator:
+            generated = self.generator(source, kp_driving=detach_kp(kp_driving), kp_source=detach_kp(kp_source))
+        else:
+            generated = self.generator(source, kp_driving=kp_driving, kp_source=kp_source)
+        generated.update(kp_source=kp_source, kp_driving=kp_driving)
+        prediction = generated["prediction"]
+        losses = {}
+        if self.reconstruction and self.reconstruction[0]:
+            losses["reconstruction"] = self.reconstruction[0] * (prediction - driving).abs().mean()
+        if any(self.reconstruction[1:]) or self.w_gen_gan:
+            # One call on [real; fake]: the discriminator normalises per sample, so this equals two calls.
+            kp_d = {k: torch.cat([v, v]) for k, v in kp_driving.items() if k != "heatmap"}
+            kp_s = {k: torch.cat([v, v]) for k, v in kp_source.items() if k != "heatmap"}
+            maps = self.frozen_discriminator(torch.cat([driving, prediction]), kp_driving=kp_d, kp_source=kp_s)
+            real, fake = [m[:b] for m in maps], [m[b:] for m in maps]
+            terms = [w * (f - r).abs().mean() for w, r, f in zip(self.reconstruction[1:], real[1:-1], fake[1:-1]) if w]
+            if terms:
+                losses["feature_matching"] = sum(terms)
+            if self.w_gen_gan:
+                losses["gen_gan"] = self.w_gen_gan * lsgan_generator_loss([fake[-1]])
+        if self.w_deformed:
+            losses["reconstruction_deformed"] = self.w_deformed * (driving - generated["deformed"]).abs().mean()
+        if not losses:
+            raise MarionetError("train_params.loss_weights: every Monkey-Net generator loss weight is 0")
+        return losses, generated
+
+    def discriminator_loss(self, batch: dict, generated: dict, discriminator=None) -> dict:
+        """LSGAN discriminator loss on [real; fake] in one call, with detached prediction and keypoints."""
+        discriminator = discriminator or self.discriminator
+        kp_d = {k: torch.cat([v, v]) for k, v in detach_kp(generated["kp_driving"]).items() if k != "heatmap"}
+        kp_s = {k: torch.cat([v, v]) for k, v in detach_kp(generated["kp_source"]).items() if k != "heatmap"}
+        maps = discriminator(torch.cat([batch["driving"], generated["prediction"].detach()]),
+                             kp_driving=kp_d, kp_source=kp_s)
+        b = batch["driving"].shape[0]
+        scores = maps[-1]
+        return {"disc_gan": self.w_disc_gan * lsgan_discriminator_loss([scores[:b]], [scores[b:]])}
+
+
+# --------------------------------------------------------------------------------------------
 # Container
 # --------------------------------------------------------------------------------------------
 
-class MonkeyNet(nn.Module):
+class MonkeyNet(ModelFamily):
     """The three networks of one Monkey-Net model, built from the official ``model_params`` section.
 
     ``normalization_params`` (optional): the config's ``transfer_params.normalization_params``; see
@@ -477,25 +543,35 @@ class MonkeyNet(nn.Module):
     """
 
     family = "monkeynet"
+    TrainParams = MonkeyNetTrainParams
+    keypoint_fields = ("value", "covariance")
 
     def __init__(self, model_params: dict, with_discriminator: bool = True, normalization_params=None):
         super().__init__()
-        common = dict(model_params["common_params"])
-        align_corners = bool(common.pop("align_corners", True))
-        self.kp_detector = KPDetector(**model_params["kp_detector_params"], **common)
-        self.generator = MotionTransferGenerator(**model_params["generator_params"], **common,
-                                                 align_corners=align_corners)
-        self.discriminator = (Discriminator(**model_params["discriminator_params"], **common,
-                                            align_corners=align_corners)
+        common = dict(model_params.get("common_params") or {})
+        self.align_corners = bool(common.pop("align_corners", True))
+        self.kp_detector = construct(KPDetector, model_params.get("kp_detector_params"), "kp_detector_params",
+                                     **common)
+        self.generator = construct(MotionTransferGenerator, model_params.get("generator_params"), "generator_params",
+                                   **common, align_corners=self.align_corners)
+        self.discriminator = (construct(Discriminator, model_params["discriminator_params"], "discriminator_params",
+                                        **common, align_corners=self.align_corners)
                               if with_discriminator and "discriminator_params" in model_params else None)
-        self.align_corners = align_corners
         self.kp_variance = common.get("kp_variance", "matrix")
         self.normalization_params = (normalization_params if isinstance(normalization_params, NormalizationParams)
                                      else NormalizationParams.from_dict(normalization_params))
 
     @classmethod
+    def recognizes(cls, config: dict, states: dict | None = None) -> bool:
+        """Monkey-Net generators embed keypoints; FOMM ones do not."""
+        return "kp_embedding_params" in (config["model_params"].get("generator_params") or {})
+
+    @classmethod
     def from_config(cls, config: dict, with_discriminator: bool = True) -> "MonkeyNet":
         return cls(config["model_params"], with_discriminator, NormalizationParams.from_config(config))
+
+    def objective(self, train_params: MonkeyNetTrainParams) -> MonkeyNetObjective:
+        return MonkeyNetObjective(self, train_params)
 
     def transfer_keypoints(self, kp_source: dict, kp_driving: dict, kp_initial: dict, relative: bool = True,
                            scale: float = 1.0) -> dict:

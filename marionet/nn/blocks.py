@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 
 class SameBlock2d(nn.Module):
@@ -70,40 +71,73 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Hourglass decoder: upsample, then concatenate [upsampled, skip] at every level."""
+    """Hourglass decoder: upsample, then concatenate [upsampled, skip] at every level.
 
-    def __init__(self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256):
+    ``extra_features``: channels the caller has already concatenated to every skip (Monkey-Net's
+    keypoint embedding); ``out_features``: a final 3x3 conv to that many channels (Monkey-Net's
+    ``decoder.conv``), else the output has ``out_filters`` channels.
+    """
+
+    def __init__(self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256,
+                 extra_features: int = 0, out_features: int | None = None):
         super().__init__()
         blocks = []
         for i in reversed(range(num_blocks)):
             in_filters = (1 if i == num_blocks - 1 else 2) * min(max_features, block_expansion * 2 ** (i + 1))
-            blocks.append(UpBlock2d(in_filters, min(max_features, block_expansion * 2 ** i)))
+            blocks.append(UpBlock2d(in_filters + extra_features, min(max_features, block_expansion * 2 ** i)))
         self.up_blocks = nn.ModuleList(blocks)
-        self.out_filters = block_expansion + in_features
+        self.out_filters = block_expansion + in_features + extra_features
+        if out_features is not None:
+            self.conv = nn.Conv2d(self.out_filters, out_features, kernel_size=3, padding=1)
+            self.out_filters = out_features
+        else:
+            self.conv = None
 
     def forward(self, skips: list[torch.Tensor]):
         skips = list(skips)
         out = skips.pop()
         for block in self.up_blocks:
             out = torch.cat([block(out), skips.pop()], dim=1)
-        return out
+        return out if self.conv is None else self.conv(out)
 
 
 class Hourglass(nn.Module):
-    """U-Net; output has ``block_expansion + in_features`` channels at the input resolution.
+    """U-Net; output has ``out_filters`` channels (``block_expansion + in_features``, or
+    ``out_features`` after a final conv) at the input resolution.
 
     H and W must be multiples of 2**num_blocks.
     """
 
-    def __init__(self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256):
+    def __init__(self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256,
+                 out_features: int | None = None):
         super().__init__()
         self.encoder = Encoder(block_expansion, in_features, num_blocks, max_features)
-        self.decoder = Decoder(block_expansion, in_features, num_blocks, max_features)
+        self.decoder = Decoder(block_expansion, in_features, num_blocks, max_features, out_features=out_features)
         self.out_filters = self.decoder.out_filters
         self.num_blocks = num_blocks
 
     def forward(self, x):
         return self.decoder(self.encoder(x))
+
+
+class DiscriminatorBlock(nn.Module):
+    """conv (no padding; optional spectral norm) -> InstanceNorm (optional) -> LeakyReLU(0.2) -> avg-pool 2 (optional)."""
+
+    def __init__(self, in_features: int, out_features: int, norm: bool = False, kernel_size: int = 4,
+                 pool: bool = True, sn: bool = False):
+        super().__init__()
+        self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size)
+        if sn:
+            self.conv = spectral_norm(self.conv)
+        self.norm = nn.InstanceNorm2d(out_features, affine=True) if norm else None
+        self.pool = pool
+
+    def forward(self, x):
+        out = self.conv(x)
+        if self.norm is not None:
+            out = self.norm(out)
+        out = F.leaky_relu(out, 0.2)
+        return F.avg_pool2d(out, 2) if self.pool else out
 
 
 class AntiAliasInterpolation2d(nn.Module):
@@ -136,9 +170,3 @@ class AntiAliasInterpolation2d(nn.Module):
         x = F.pad(x, (self.ka, self.kb, self.ka, self.kb))
         x = F.conv2d(x, self.weight, groups=self.groups)
         return x[:, :, ::self.stride, ::self.stride]
-
-
-def check_divisible(height: int, width: int, factor: int, what: str) -> None:
-    """Hourglasses need H and W divisible by 2**num_blocks; say so instead of failing inside torch."""
-    if height % factor or width % factor:
-        raise ValueError(f"{what}: input {height}x{width} is not divisible by {factor}")

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from marionet.errors import MarionetError
+from marionet.files import Staged, atomic_write
 
 from .render import quantize, rasterize
 from .rig import KINDS
@@ -194,23 +192,8 @@ def synthesize(out_dir, videos: int, frames: int, size: int, kind: str = "humano
         raise MarionetError(f"{out}: already exists (use --overwrite to replace it)")
     if out.exists() and not out.is_dir():
         raise MarionetError(f"{out}: exists and is not a folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private
-    try:
-        meta = _synthesize_into(tmp, plan, frames, size, kind, seed, fmt, pairs, fps, preview,
-                                progress)
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, trash / "old")
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with Staged(out, directory=True) as tmp:
+        meta = _synthesize_into(tmp, plan, frames, size, kind, seed, fmt, pairs, fps, preview, progress)
     if preview is not None:
         _write_sheet_atomic(Path(preview), meta.pop("_sheet"))
     else:
@@ -316,26 +299,10 @@ def contact_sheet(items, cols: int = 8, scale: int | None = None, raw: bool = Tr
     return np.asarray(sheet)
 
 
-def _umask() -> int:
-    m = os.umask(0)
-    os.umask(m)
-    return m
-
-
 def _write_sheet_atomic(path: Path, sheet) -> None:
     from PIL import Image
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        im = sheet if isinstance(sheet, Image.Image) else Image.fromarray(sheet)
-        im.save(tmp, format="PNG", optimize=True)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    im = sheet if isinstance(sheet, Image.Image) else Image.fromarray(sheet)
+    atomic_write(path, lambda tmp: im.save(tmp, format="PNG", optimize=True))
 
 
 def write_preview(path, items, cols: int = 8, scale: int | None = None, colors: int = 0,

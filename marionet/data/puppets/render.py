@@ -18,7 +18,6 @@ import math
 import numpy as np
 
 PLAIN, STRIPES, DOTS, CHECKER, GRADIENT = range(5)
-TEXTURES = ("plain", "stripes", "dots", "checker", "gradient")
 
 _Q = 4096.0
 
