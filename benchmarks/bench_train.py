@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -30,7 +29,6 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batch-size", type=int, default=8)
     args = ap.parse_args()
-    os.environ.setdefault("MARIONET_OFFLINE", "1")
     config = load_config(args.config)
     size = config["dataset_params"]["frame_shape"][0]
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():

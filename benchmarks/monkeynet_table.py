@@ -62,7 +62,7 @@ def main() -> None:
                "--workers", "0"] + (["--resume"] if state.exists() else [])
         if not (run / "model.safetensors").exists() or _step(state) < args.steps:
             commands.append(cmd)
-    env = dict(os.environ, OMP_NUM_THREADS="1", MARIONET_OFFLINE="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     running = []
     for cmd in commands:
         while len(running) >= args.jobs:

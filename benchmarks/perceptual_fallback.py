@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -45,7 +44,6 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="the same number of steps for each backbone instead")
     ap.add_argument("--work", default="runs/fallback")
     args = ap.parse_args()
-    os.environ["MARIONET_OFFLINE"] = "1"
     work = Path(args.work)
     data, heldout = render_data(work)
     report = {}

@@ -28,15 +28,30 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 BUILTIN_MODELS: dict[str, Path] = {"puppets": ASSETS / "models" / "puppets-64.safetensors"}
 
 
+def builtin_checkpoint(name: str) -> Path:
+    """The weights file of a built-in model; MarionetError listing the built-in models otherwise."""
+    if name not in BUILTIN_MODELS:
+        raise MarionetError(f"--model {name}: no such built-in model (built-in: {', '.join(BUILTIN_MODELS)}); "
+                            "for your own weights use --checkpoint")
+    path = BUILTIN_MODELS[name]
+    if not path.is_file():
+        raise MarionetError(f"built-in model {name!r}: its weights ({path}) are not installed")
+    return path
+
+
 def resolve_checkpoint(checkpoint) -> Path:
     """A built-in name, a training run directory (its model.safetensors) or a file path."""
     if str(checkpoint) in BUILTIN_MODELS:
-        path = BUILTIN_MODELS[str(checkpoint)]
-        if not path.is_file():
-            raise MarionetError(f"built-in model {checkpoint!r}: its weights ({path}) are not installed")
-        return path
+        return builtin_checkpoint(str(checkpoint))
     path = Path(checkpoint)
-    return path / MODEL_FILE if path.is_dir() else path
+    if path.is_dir():
+        if not (path / MODEL_FILE).is_file():
+            raise MarionetError(f"{path}: a folder without {MODEL_FILE} (not a training run)")
+        return path / MODEL_FILE
+    if not path.exists():
+        hint = f"; built-in models: {', '.join(BUILTIN_MODELS)}" if path.parent == Path(".") and not path.suffix else ""
+        raise MarionetError(f"{path}: no such checkpoint file{hint}")
+    return path
 
 
 def is_safetensors(path) -> bool:

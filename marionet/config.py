@@ -57,8 +57,57 @@ def frame_shape(config: dict) -> tuple[int, int]:
     """(H, W) the model works at; official configs give dataset_params.frame_shape [H, W, C]
     (FOMM) or dataset_params.image_shape (Monkey-Net)."""
     dataset = config.get("dataset_params") or {}
-    shape = dataset.get("frame_shape") or dataset.get("image_shape") or [256, 256, 3]
-    return int(shape[0]), int(shape[1])
+    key = "image_shape" if "image_shape" in dataset and "frame_shape" not in dataset else "frame_shape"
+    shape = dataset.get(key) or [256, 256, 3]
+    if (not isinstance(shape, (list, tuple)) or len(shape) not in (2, 3)
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
+        raise MarionetError(f"dataset_params.{key}: expected [height, width, channels] of positive whole numbers, "
+                            f"got {shape!r}")
+    return shape[0], shape[1]
+
+
+# ------------------------------------------------------------------------------------------------
+# Values of model_params
+# ------------------------------------------------------------------------------------------------
+
+_RULES = {  # kind -> (test, what it must be)
+    "count": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a whole number >= 1"),
+    "count0": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a whole number >= 0"),
+    "positive": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "a number > 0"),
+    "fraction": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1,
+                 "a number in (0, 1]"),
+}
+
+
+def check_values(model_params: dict, rules: dict[str, str]) -> None:
+    """Each ``"section.sub.key": kind`` present in ``model_params`` must be of that kind (see _RULES);
+    a list value (e.g. scales) is checked element by element. One-line MarionetError naming the key."""
+    for dotted, kind in rules.items():
+        value, found = model_params, True
+        for part in dotted.split("."):
+            if not isinstance(value, dict) or part not in value:
+                found = False
+                break
+            value = value[part]
+        if not found or value is None:
+            continue
+        test, must = _RULES[kind]
+        if not all(test(v) for v in (value if isinstance(value, (list, tuple)) else [value])):
+            raise MarionetError(f"model_params.{dotted}: must be {must}, got {value!r}")
+
+
+def check_divisible(size: tuple[int, int], scale: float, levels: int, what: str, minimum: int = 1) -> None:
+    """An hourglass of ``levels`` 2x poolings at ``scale`` of a frame of ``size`` (H, W) needs that
+    resolution divisible by 2**levels (its skips must meet their upsampled levels) and at least
+    ``minimum`` pixels after the poolings."""
+    factor = 2 ** levels
+    for side, name in zip(size, ("height", "width")):
+        scaled = side * scale
+        if abs(scaled - round(scaled)) > 1e-6 or round(scaled) % factor or round(scaled) // factor < minimum:
+            raise MarionetError(
+                f"dataset_params.frame_shape: the frame {name} {side} does not suit {what}: at scale {scale:g} it "
+                f"must give a whole multiple of 2**{levels} = {factor} pixels"
+                + (f", at least {minimum * factor}" if minimum > 1 else ""))
 
 
 # ------------------------------------------------------------------------------------------------

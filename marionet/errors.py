@@ -16,3 +16,7 @@ class MarionetError(Exception):
 class ConfigError(MarionetError, ValueError):
     """A config value a network cannot be built with (raised by constructors; ``build_model`` adds
     the config file's name). Also a ValueError, for callers that build networks directly."""
+
+
+class Interrupted(Exception):
+    """A run stopped by Ctrl-C or SIGTERM after saving what it could; the message says what was kept."""

@@ -34,6 +34,8 @@ class Staged:
         self.path = Path(path)
         self.directory = directory
         prefix, suffix = f".{self.path.name}.", ".tmp"
+        # folders made for the target go again if it is discarded
+        self.made = [p for p in [self.path.parent, *self.path.parent.parents] if not p.exists()]
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if directory:
@@ -70,10 +72,15 @@ class Staged:
             raise MarionetError(f"{self.path}: cannot write here ({e.strerror or e})") from None
 
     def discard(self) -> None:
-        """Remove the temporary; never raises."""
+        """Remove the temporary, and the folders made for it; never raises."""
         if not self.done:
             self.done = True
             self._remove()
+            for folder in self.made:
+                try:
+                    folder.rmdir()
+                except OSError:  # not empty, or already gone
+                    break
 
     def _remove(self) -> None:
         try:
@@ -102,3 +109,15 @@ def atomic_write(path, write) -> None:
 
 def atomic_write_text(path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def check_writable(path) -> None:
+    """MarionetError unless ``path`` could be created: its nearest existing ancestor is a writable folder.
+    Checked before long work, so that an unwritable output fails at once; nothing is created."""
+    parent = Path(path).absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise MarionetError(f"{path}: cannot write here ({parent} is not a folder)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise MarionetError(f"{path}: cannot write here ({parent} is not writable)")

@@ -5,8 +5,6 @@ module defines its objective from these terms).
 from __future__ import annotations
 
 import os
-import socket
-import warnings
 from pathlib import Path
 
 import torch
@@ -61,30 +59,26 @@ class Vgg19(nn.Module):
             raise MarionetError(f"{path}: not torchvision's vgg19 layout ({str(e).splitlines()[0][:150]})") from None
 
 
-_warned = set()
-
-
 def find_vgg19_weights(configured: str | None = None) -> Path | None:
-    """The config's ``vgg19_weights``, $MARIONET_VGG19_WEIGHTS, torch.hub's cache, or a download when online."""
+    """The config's ``vgg19_weights``, else $MARIONET_VGG19_WEIGHTS, else torch.hub's cache (where
+    ``download_vgg19`` puts them); None when there are none. Never uses the network."""
     for candidate in (configured, os.environ.get("MARIONET_VGG19_WEIGHTS")):
         if candidate:
             if not Path(candidate).is_file():
                 raise MarionetError(f"{candidate}: VGG19 weights file not found")
             return Path(candidate)
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(VGG19_URL).name
-    if cached.is_file():
-        return cached
-    if os.environ.get("MARIONET_OFFLINE", "0") != "1":
-        previous = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(20)
-        try:
-            torch.hub.load_state_dict_from_url(VGG19_URL, map_location="cpu", progress=False)
-            return cached
-        except Exception:
-            pass
-        finally:
-            socket.setdefaulttimeout(previous)
-    return None
+    return cached if cached.is_file() else None
+
+
+def download_vgg19() -> Path:
+    """Fetch torchvision's ImageNet VGG19 weights into torch.hub's cache (only when the user asks)."""
+    try:
+        torch.hub.load_state_dict_from_url(VGG19_URL, map_location="cpu", progress=False)
+    except Exception as e:  # noqa: BLE001 -- URL, SSL and socket errors alike
+        raise MarionetError(f"{VGG19_URL}: could not download the VGG19 weights ({str(e).splitlines()[0][:150]}); "
+                            "give a local file with train_params.vgg19_weights or MARIONET_VGG19_WEIGHTS") from None
+    return find_vgg19_weights()
 
 
 class ImagePyramid(nn.Module):
@@ -118,17 +112,20 @@ class PerceptualPyramidLoss(nn.Module):
         if backbone == "vgg19":
             path = find_vgg19_weights(vgg_path)
             if path is None:
-                if "vgg19" not in _warned:
-                    warnings.warn("no VGG19 weights found (set train_params.vgg19_weights or MARIONET_VGG19_WEIGHTS); "
-                                  "the perceptual loss falls back to a pixel-space L1 pyramid", stacklevel=2)
-                    _warned.add("vgg19")
+                self.description = ("pixel-space pyramid: no VGG19 weights found (set train_params.vgg19_weights or "
+                                    "MARIONET_VGG19_WEIGHTS, or pass --download-vgg19), so the perceptual loss "
+                                    "falls back to a pixel-space L1 pyramid")
                 backbone = "pixels"
             else:
                 self.vgg = Vgg19()
                 self.vgg.load_torchvision(path)
+                self.description = f"VGG19 with the ImageNet weights of {path}"
         elif backbone == "random-vgg19":
             self.vgg = Vgg19()  # random features, fixed by the caller's seed
-        elif backbone != "pixels":
+            self.description = "randomly initialised VGG19 (train_params.perceptual_backbone: random-vgg19)"
+        elif backbone == "pixels":
+            self.description = "pixel-space pyramid (train_params.perceptual_backbone: pixels)"
+        else:
             raise MarionetError(f"perceptual backbone {backbone!r}: use vgg19, random-vgg19 or pixels")
         self.backbone = backbone
 
@@ -187,6 +184,11 @@ class Objective(nn.Module):
     """
 
     trains_discriminator = False
+
+    def describe(self) -> list[str]:
+        """Lines the trainer prints once at the start: choices made for the user (e.g. the perceptual
+        backbone and why)."""
+        return [f"perceptual loss: {m.description}" for m in self.modules() if isinstance(m, PerceptualPyramidLoss)]
 
     def __init__(self, model: nn.Module):
         super().__init__()

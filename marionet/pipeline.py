@@ -48,20 +48,22 @@ class AnimationPipeline:
     def generator(self):
         return self.model.generator
 
-    def to_tensor(self, frames: np.ndarray) -> torch.Tensor:
-        """(N, H, W, 3) or (H, W, 3) float [0, 1] (or uint8) -> (N, 3, h, w) at the model's frame size."""
-        x = frames_to_tensor(frames, self.frame_shape, self.device)
+    def to_tensor(self, frames: np.ndarray, fit: str = "crop") -> torch.Tensor:
+        """(N, H, W, 3) or (H, W, 3) float [0, 1] (or uint8) -> (N, 3, h, w) at the model's frame size;
+        a frame of another aspect ratio is centre-cropped (``fit="crop"``), padded with its edges
+        (``"pad"``) or stretched (``"stretch"``) to it."""
+        x = frames_to_tensor(frames, self.frame_shape, self.device, fit)
         return x.contiguous(memory_format=self.memory_format)
 
     @torch.no_grad()
-    def detect(self, image: np.ndarray) -> dict[str, np.ndarray]:
+    def detect(self, image: np.ndarray, fit: str = "crop") -> dict[str, np.ndarray]:
         """Keypoints of one image: {"value": (K, 2)} (x, y) in [-1, 1], plus the family's other
         ``keypoint_fields`` (each (K, ...))."""
-        return {k: v[0].cpu().numpy() for k, v in self.model.detect(self.to_tensor(image)).items()}
+        return {k: v[0].cpu().numpy() for k, v in self.model.detect(self.to_tensor(image, fit)).items()}
 
     @torch.no_grad()
-    def encode(self, source: np.ndarray) -> EncodedSource:
-        image = self.to_tensor(source)                                    # (1, 3, h, w)
+    def encode(self, source: np.ndarray, fit: str = "crop") -> EncodedSource:
+        image = self.to_tensor(source, fit)                               # (1, 3, h, w)
         return EncodedSource(image, self.model.detect(image), self.model.encode_source(image))
 
     @torch.no_grad()
@@ -72,21 +74,21 @@ class AnimationPipeline:
 
     @torch.no_grad()
     def animate(self, source: np.ndarray, driving: np.ndarray, relative: bool = True, adapt_scale: bool = True,
-                batch_size: int = 4) -> np.ndarray:
+                batch_size: int = 4, fit: str = "crop") -> np.ndarray:
         """Animate ``source`` (H, W, 3) with ``driving`` (T, H, W, 3) -> (T, h, w, 3) float32 in [0, 1]."""
-        frames = list(self.animate_stream(source, driving, relative, adapt_scale, batch_size))
+        frames = list(self.animate_stream(source, driving, relative, adapt_scale, batch_size, fit))
         if not frames:
             raise ValueError("the driving video has no frames")
         return np.stack(frames)
 
     @torch.no_grad()
     def animate_stream(self, source: np.ndarray, driving: Iterable[np.ndarray], relative: bool = True,
-                       adapt_scale: bool = True, batch_size: int = 4) -> Iterator[np.ndarray]:
+                       adapt_scale: bool = True, batch_size: int = 4, fit: str = "crop") -> Iterator[np.ndarray]:
         """Yield one (h, w, 3) float32 frame per driving frame, reading ``driving`` lazily."""
-        encoded = self.encode(source)
+        encoded = self.encode(source, fit)
         kp_initial, initial, scale = None, None, 1.0
         for batch in _batches(driving, batch_size):
-            driving_t = self.to_tensor(np.stack(batch))                   # (B, 3, h, w)
+            driving_t = self.to_tensor(np.stack(batch), fit)              # (B, 3, h, w)
             kp_driving = self.model.detect(driving_t)
             if kp_initial is None:
                 kp_initial = {k: v[:1] for k, v in kp_driving.items()}

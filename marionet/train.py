@@ -16,8 +16,11 @@ from __future__ import annotations
 import csv
 import math
 import os
+import signal
+import sys
+import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +34,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from marionet.checkpoints import MODEL_FILE, load_init, save_checkpoint
 from marionet.config import load_config, validate_config
 from marionet.data.datasets import FramesDataset
-from marionet.errors import MarionetError
-from marionet.files import atomic_write, atomic_write_text
+from marionet.errors import Interrupted, MarionetError
+from marionet.files import atomic_write, atomic_write_text, check_writable
+from marionet.losses import download_vgg19, find_vgg19_weights
 from marionet.models import build_model, family_class
 from marionet.nn.sync_batchnorm import convert_sync_batchnorm
 
@@ -109,6 +113,7 @@ class RunOptions:
     stop_after: int | None = None         # end this session early at that step, with a checkpoint
     dtype: torch.dtype = torch.float32    # float64 for numerical checks (N processes equal one)
     init: str | Path | None = None        # start from a checkpoint's weights (fine-tuning)
+    download_vgg19: bool = False          # the only network use, and only when asked
 
 
 def train(config, data_dir, out_dir, **options) -> dict:
@@ -129,6 +134,7 @@ class Trainer:
         self.rank, self.world, local_rank = distributed_context()
         self.device = self._device(options.device, local_rank)
         self.params = family_class(config, source).train_params(config, source)
+        self._check_out_dir()
 
         self.global_batch = int(options.batch_size or self.params.batch_size)
         if self.global_batch % self.world:
@@ -138,12 +144,21 @@ class Trainer:
         self._schedule()
         self._build(source)
         self.start = self._restore() if options.resume else 0
-        if self.rank == 0 and not options.resume and (self.out_dir / STATE_FILE).exists():
-            raise MarionetError(f"{self.out_dir}: already holds a run ({STATE_FILE}); use --resume or another --out")
         if self.start >= self.total:
             raise MarionetError(f"{self.out_dir / STATE_FILE}: the run is already at step {self.start} of "
                                 f"{self.total}; raise --steps to continue")
-        self.step_count = self.start
+        self.step_count = self.saved_step = self.start
+        self.signalled = False        # Ctrl-C or SIGTERM seen by this process
+        self.stop_requested = False   # agreed by every process after a step
+
+    def _check_out_dir(self) -> None:
+        """Before any work: the run directory can be written, and holds a run exactly when resuming."""
+        state = self.out_dir / STATE_FILE
+        if self.options.resume and not state.is_file():
+            raise MarionetError(f"{state}: nothing to resume (no such file)")
+        if self.rank == 0 and not self.options.resume and state.exists():
+            raise MarionetError(f"{self.out_dir}: already holds a run ({STATE_FILE}); use --resume or another --out")
+        check_writable(self.out_dir / STATE_FILE)
 
     @staticmethod
     def _device(device: str, local_rank: int) -> torch.device:
@@ -160,12 +175,16 @@ class Trainer:
         steps_per_epoch = max(1, len(self.dataset) // self.global_batch)
         self.total = int(o.steps) if o.steps else p.num_epochs * steps_per_epoch
         self.milestones = [round(m / p.num_epochs * self.total) for m in p.epoch_milestones]
-        self.checkpoint_every = int(o.checkpoint_every or p.checkpoint_epochs * steps_per_epoch)
+        # The config's interval (in epochs) can exceed a short run: at most a twentieth of the run is lost.
+        self.checkpoint_every = int(o.checkpoint_every or min(p.checkpoint_epochs * steps_per_epoch,
+                                                              max(1, math.ceil(self.total / 20))))
         self.visual_every = int(o.visual_every or self.checkpoint_every)
 
     def _build(self, source: str) -> None:
         """Model, objective (DDP-wrapped with more than one process), one Adam + schedule per network."""
         o = self.options
+        if o.download_vgg19 and find_vgg19_weights(self.params.vgg19_weights) is None:
+            download_vgg19()
         torch.manual_seed(self.params.seed)
         self.model = build_model(self.config, source).to(self.device, o.dtype)
         if o.init is not None and not o.resume:
@@ -217,11 +236,14 @@ class Trainer:
             if name != "discriminator" or self.gan:
                 scheduler.step()
         self.step_count += 1
-        values = torch.stack([v.detach().double() for v in losses.values()])
+        # The stop request rides along with the losses, so that every process stops after the same step.
+        values = torch.stack([v.detach().double() for v in losses.values()] +
+                             [torch.tensor(float(self.signalled), dtype=torch.float64, device=self.device)])
         if self.world > 1:  # the mean over processes, i.e. the loss of the whole batch
             dist.all_reduce(values)
             values /= self.world
-        last = dict(zip(losses, values.tolist()))
+        self.stop_requested = bool(values[-1] > 0)
+        last = dict(zip(losses, values[:-1].tolist()))
         if not all(math.isfinite(v) for v in last.values()):
             raise MarionetError(f"{self.out_dir}: the loss became {last} at step {self.step_count}; "
                                 "lower the learning rates")
@@ -230,6 +252,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------- the loop
 
     def run(self) -> dict:
+        """The loop. Ctrl-C or SIGTERM end it after the current step with a checkpoint (``Interrupted``)."""
         from tqdm import tqdm
 
         o = self.options
@@ -238,28 +261,72 @@ class Trainer:
                                                 self.params.seed, self.rank, self.world),
                             num_workers=min(4, (os.cpu_count() or 2) // 2) if o.workers is None else o.workers)
         logger = RunLogger(self.out_dir, self.config, self.start, enabled=self.rank == 0)
+        if self.rank == 0 and o.progress:
+            for line in self.objective.describe():
+                print(line, file=sys.stderr)
         bar = tqdm(total=self.total, initial=self.start, unit="step",
                    disable=None if o.progress and self.rank == 0 else True)
         self.model.train()
         last, t0 = {}, time.perf_counter()
-        for batch in loader:
-            batch = self.to_device(batch)
-            last, generated = self.step(batch)
-            step = self.step_count
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in last.items()}, refresh=False)
-            logger.scalars(step, {**last, "lr": self.schedulers["generator"].get_last_lr()[0],
-                                  "seconds": time.perf_counter() - t0})
-            if step % self.visual_every == 0 or step == self.total:
-                logger.visual(step, batch, generated)
-            stopping = o.stop_after is not None and step >= o.stop_after
-            if step % self.checkpoint_every == 0 or step == self.total or stopping:
-                self.save()
-            if stopping:
-                break
+        with self._deferred_interrupts():
+            for batch in self._batches(loader):
+                batch = self.to_device(batch)
+                last, generated = self.step(batch)
+                step = self.step_count
+                bar.update(1)
+                bar.set_postfix_str(f"loss {sum(last.values()):.4g}", refresh=False)  # the terms: log.csv
+                logger.scalars(step, {**last, "lr": self.schedulers["generator"].get_last_lr()[0],
+                                      "seconds": time.perf_counter() - t0})
+                if step % self.visual_every == 0 or step == self.total:
+                    logger.visual(step, batch, generated)
+                stopping = self.stop_requested or (o.stop_after is not None and step >= o.stop_after)
+                if step % self.checkpoint_every == 0 or step == self.total or stopping:
+                    self.save()
+                if stopping:
+                    break
         bar.close()
         logger.close()
+        if self.stop_requested or self.signalled:
+            if self.step_count == 0:
+                raise Interrupted("stopped before the first step; nothing to save")
+            if self.saved_step != self.step_count:
+                self.save()  # stopped while waiting for data: the last finished step
+            raise Interrupted(f"saved {self.out_dir} at step {self.step_count} of {self.total}; continue with --resume")
         return last
+
+    def _batches(self, loader):
+        """The loader's batches until a stop; one process may also stop while it waits for data (several
+        stop together, after a step), and when the signal killed the loader's workers."""
+        batches = iter(loader)
+        while not (self.stop_requested or (self.signalled and self.world == 1)):
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except Exception:  # noqa: BLE001 -- e.g. workers that died of the same Ctrl-C
+                if self.signalled:
+                    return
+                raise
+            yield batch
+
+    @contextmanager
+    def _deferred_interrupts(self):
+        """Ctrl-C and SIGTERM request a stop after the current step (a second one stops at once)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum, frame):
+            if self.signalled:
+                raise KeyboardInterrupt
+            self.signalled = True
+
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     # ------------------------------------------------------------------------------------- checkpoints
 
@@ -272,13 +339,12 @@ class Trainer:
             state.update(step=self.step_count, epoch=self.step_count, rng_torch=torch.get_rng_state())
             atomic_write(self.out_dir / STATE_FILE, lambda tmp: torch.save(state, tmp))
             save_checkpoint(self.out_dir / MODEL_FILE, self.model, self.config)
+        self.saved_step = self.step_count
         if self.world > 1:
             dist.barrier()
 
     def _restore(self) -> int:
         path = self.out_dir / STATE_FILE
-        if not path.is_file():
-            raise MarionetError(f"{path}: nothing to resume (no such file)")
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:

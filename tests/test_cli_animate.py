@@ -8,7 +8,7 @@ from PIL import Image
 
 from marionet.checkpoints import save_checkpoint
 from marionet.cli import main
-from marionet.data.video import VideoWriter, open_video
+from marionet.data.video import VideoWriter
 from media import moving_frames, write_audio_only_mp4, write_mp4
 
 

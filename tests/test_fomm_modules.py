@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from marionet.geometry import hull_area, kp2gaussian, make_coordinate_grid
-from marionet.models.fomm import (FOMM, BackgroundMotion, DenseMotionNetwork, KPDetector, MultiScaleDiscriminator,
+from marionet.models.fomm import (FOMM, BackgroundMotion, DenseMotionNetwork, KPDetector,
                                   OcclusionAwareGenerator, TranslationSearch)
 from marionet.motion import movement_scale, transfer_keypoints
 from marionet.nn.blocks import AntiAliasInterpolation2d, Hourglass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import csv
 import math
-import os
 import re
 import shutil
 from pathlib import Path
@@ -27,11 +26,6 @@ from marionet.train import train
 CONFIG = Path(__file__).parent / "configs" / "tiny-monkeynet.yaml"
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("MARIONET_OFFLINE", "1")
-
-
 @pytest.fixture(scope="module")
 def config():
     with open(CONFIG) as f:
@@ -49,10 +43,8 @@ def puppets(tmp_path_factory):
 def run(config, puppets, tmp_path_factory):
     """A 3-step Monkey-Net run through the trainer: (run folder, last losses)."""
     out = tmp_path_factory.mktemp("runs") / "run"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MARIONET_OFFLINE", "1")
-        last = train(copy.deepcopy(config), puppets, out, steps=3, checkpoint_every=3, batch_size=2, workers=0,
-                     progress=False)
+    last = train(copy.deepcopy(config), puppets, out, steps=3, checkpoint_every=3, batch_size=2, workers=0,
+                 progress=False)
     return out, last
 
 

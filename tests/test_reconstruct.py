@@ -54,4 +54,4 @@ def test_reconstruct_writes_frames_and_metrics(setup, tmp_path):
 def test_reconstruct_needs_one_model(setup, tmp_path, capsys):
     _, data = setup
     assert main(["reconstruct", "--data", str(data), "--out", str(tmp_path / "o")]) == 2
-    assert "exactly one of --checkpoint and --model" in capsys.readouterr().err
+    assert "give --model NAME or --checkpoint FILE" in capsys.readouterr().err

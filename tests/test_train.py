@@ -31,11 +31,6 @@ def config():
         return yaml.safe_load(f)
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("MARIONET_OFFLINE", "1")  # never try to download VGG19 in tests
-
-
 def log_rows(run):
     with open(run / "log.csv", newline="") as f:
         return list(csv.DictReader(f))
@@ -84,7 +79,7 @@ def test_existing_run_is_not_overwritten(puppets, config, tmp_path, capsys):
 
 def _ddp_worker(rank, world, port, config, data, out):
     os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), MARIONET_OFFLINE="1")
+                      MASTER_PORT=str(port))
     torch.set_num_threads(1)
     train(config, data, out, steps=2, checkpoint_every=2, batch_size=4, workers=0, progress=False, dtype=torch.float64)
     torch.distributed.destroy_process_group()
@@ -186,3 +181,15 @@ def test_init_adds_a_background_motion_network_as_the_identity(puppets, config, 
     bigger["model_params"]["generator_params"]["num_bottleneck_blocks"] = 2
     with pytest.raises(MarionetError, match="missing: bottleneck.r1"):
         train(bigger, puppets, tmp_path / "bad", steps=1, batch_size=2, workers=0, progress=False, init=tmp_path / "first")
+
+
+def test_default_checkpoint_interval_bounds_the_work_lost(puppets, config, tmp_path):
+    """The config's interval (here 50 epochs) would save nothing before the end of a 100-step run."""
+    from marionet.train import RunOptions, Trainer
+
+    config["train_params"]["checkpoint_freq"] = 50
+    trainer = Trainer(config, puppets, tmp_path / "run", RunOptions(steps=100, workers=0, progress=False))
+    assert trainer.checkpoint_every == 5
+    assert not (tmp_path / "run").exists()            # nothing is written before the run starts
+    explicit = Trainer(config, puppets, tmp_path / "run", RunOptions(steps=100, checkpoint_every=30))
+    assert explicit.checkpoint_every == 30

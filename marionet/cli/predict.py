@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+
+from marionet.cli.common import positive_int
 import sys
 
 HELP = "make a video from one image: predicted keypoint motion rendered by the model (image-to-video)"
@@ -14,13 +16,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="config YAML, only for an official *.pth.tar checkpoint")
     p.add_argument("--predictor", help="keypoint predictor (default: predictor.safetensors next to the checkpoint)")
     p.add_argument("--source", required=True, help="source image (png, jpg, ...; any size)")
-    p.add_argument("--frames", type=int, required=True, help="frames to generate, the source's included")
+    p.add_argument("--frames", type=positive_int, required=True, help="frames to generate, the source's included")
     p.add_argument("--output", required=True, help="result: .mp4 (H.264), .gif, or a folder for PNG frames")
     p.add_argument("--fps", type=float, default=25.0, help="frame rate of the output (default: 25)")
     p.add_argument("--fixed-covariance", action="store_true",
                    help="keep the source keypoints' covariances in every frame (default: predicted ones, unless "
                         "the config's prediction_params.predict_variance says otherwise)")
-    p.add_argument("--batch-size", type=int, default=8, help="frames per generator pass (default: 8)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="frames per generator pass (default: 8)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
 
 
@@ -28,18 +30,12 @@ def run(args) -> int:
     from pathlib import Path
 
     import marionet
+    from marionet.cli.common import check_output
     from marionet.data.video import VideoWriter, read_image
-    from marionet.errors import MarionetError
     from marionet.predict import (PREDICTOR_FILE, load_predictor, mean_displacement, predict_keypoints,
                                   prediction_defaults, render_frames, require_covariances, resolve_run)
 
-    if args.frames < 1:
-        raise MarionetError(f"--frames {args.frames}: must be at least 1")
-    if args.batch_size < 1:
-        raise MarionetError(f"--batch-size {args.batch_size}: must be at least 1")
-    output = Path(args.output)
-    if output.suffix.lower() not in ("", ".mp4", ".gif"):
-        raise MarionetError(f"{output}: unknown output format {output.suffix!r} (use .mp4, .gif or a folder)")
+    output = check_output(args.output)
     model_path, run_dir = resolve_run(args.checkpoint)
     predictor_path = Path(args.predictor) if args.predictor else run_dir / PREDICTOR_FILE
     predictor, info = load_predictor(predictor_path)  # before the model: a missing predictor fails fast

@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from marionet.files import check_writable
     from marionet.data.puppets import synthesize
     from marionet.errors import MarionetError
 
@@ -43,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
         raise MarionetError(f"--videos: need at least 2 (one for train, one for test), got {args.videos}")
     if args.preview is not None and not str(args.preview).lower().endswith(".png"):
         raise MarionetError(f"--preview: {args.preview}: must be a .png file")
+    check_writable(args.out)
+    if args.preview is not None:
+        check_writable(args.preview)
     meta = synthesize(args.out, videos=args.videos, frames=args.frames, size=args.size, kind=args.kind,
                       seed=args.seed, fmt=args.fmt, test_fraction=args.test_fraction, pairs=args.pairs,
                       preview=args.preview, fps=args.fps, overwrite=args.overwrite,

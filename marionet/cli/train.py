@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from marionet.cli.common import non_negative_int, positive_int
+
 HELP = "train a model on your videos (one CPU, one GPU, or many with torchrun)"
 
 
@@ -14,24 +16,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", help="start from the weights of a checkpoint (official *.pth.tar, marionet .safetensors, "
                                   "a run directory or a built-in model name) instead of random weights: fine-tuning")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu); under torchrun, one GPU per process")
-    p.add_argument("--steps", type=int, help="total optimisation steps (overrides the config's num_epochs; "
-                                             "the learning-rate milestones keep their fraction of the run)")
-    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default: the config's "
-                                                        "checkpoint_freq epochs)")
-    p.add_argument("--batch-size", type=int, help="global batch size, split across processes (default: the config's)")
-    p.add_argument("--workers", type=int, help="data-loading worker processes (default: half the CPU cores, at most 4)")
+    p.add_argument("--steps", type=positive_int, help="total optimisation steps (overrides the config's num_epochs; "
+                                                      "the learning-rate milestones keep their fraction of the run)")
+    p.add_argument("--checkpoint-every", type=positive_int,
+                   help="steps between checkpoints (default: the config's checkpoint_freq epochs, at most a "
+                        "twentieth of the run); Ctrl-C or SIGTERM also saves one before stopping")
+    p.add_argument("--batch-size", type=positive_int,
+                   help="global batch size, split across processes (default: the config's)")
+    p.add_argument("--workers", type=non_negative_int,
+                   help="data-loading worker processes (default: half the CPU cores, at most 4)")
+    p.add_argument("--download-vgg19", action="store_true",
+                   help="allow downloading torchvision's ImageNet VGG19 weights for the perceptual loss when no "
+                        "local file is found (default: never use the network; see the README)")
 
 
 def run(args) -> int:
-    from marionet.errors import MarionetError
     from marionet.train import train
 
-    for name in ("steps", "checkpoint_every", "batch_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise MarionetError(f"--{name.replace('_', '-')} {value}: must be at least 1")
     last = train(args.config, args.data, args.out, steps=args.steps, resume=args.resume, device=args.device,
                  checkpoint_every=args.checkpoint_every, batch_size=args.batch_size, workers=args.workers,
-                 init=args.init)
+                 init=args.init, download_vgg19=args.download_vgg19)
     print(f"finished: {args.out} ({', '.join(f'{k} {v:.4g}' for k, v in last.items())})")
     return 0

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from marionet.cli.common import positive_int
+
 HELP = "train the keypoint-trajectory predictor of a run whose keypoints carry covariances (for `marionet predict`)"
 
 
@@ -12,15 +14,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="config YAML, only for an official *.pth.tar checkpoint (marionet "
                                     "checkpoints carry theirs)")
     p.add_argument("--data", required=True, help="dataset folder the model was trained on (its train split is used)")
-    p.add_argument("--steps", type=int, default=2000,
+    p.add_argument("--steps", type=positive_int, default=2000,
                    help="optimisation steps, rounded up to whole epochs over the windows (default: 2000)")
     p.add_argument("--cell", choices=("gru", "lstm"), default="gru",
                    help="recurrent cell: gru (the official code, default) or lstm (the paper)")
-    p.add_argument("--window", type=int,
+    p.add_argument("--window", type=positive_int,
                    help="frames per training window (default: the config's prediction_params.num_frames, else 32)")
-    p.add_argument("--hidden", type=int,
+    p.add_argument("--hidden", type=positive_int,
                    help="recurrent state size (default: prediction_params.rnn_params.num_features, else 1024)")
-    p.add_argument("--max-videos", type=int, help="use at most this many training videos (default: all)")
+    p.add_argument("--max-videos", type=positive_int, help="use at most this many training videos (default: all)")
     p.add_argument("--seed", type=int, default=0, help="initialisation and window-order seed (default: 0)")
     p.add_argument("--predictor", help="where to write the predictor (default: predictor.safetensors next to "
                                        "the checkpoint)")
@@ -33,14 +35,9 @@ def run(args) -> int:
     from tqdm import tqdm
 
     import marionet
-    from marionet.errors import MarionetError
     from marionet.predict import (PREDICTOR_FILE, extract_keypoints, prediction_defaults, require_covariances,
                                   resolve_run, save_predictor, train_predictor)
 
-    for name in ("steps", "window", "hidden", "max_videos"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise MarionetError(f"--{name.replace('_', '-')} {value}: must be at least 1")
     model_path, run_dir = resolve_run(args.checkpoint)
     out = Path(args.predictor) if args.predictor else run_dir / PREDICTOR_FILE
     pipe = marionet.load(checkpoint=model_path, config=args.config, device=args.device)
@@ -67,7 +64,7 @@ def run(args) -> int:
         bar.close()
     summary.update(model=model_path.name, predict_covariance=defaults["predict_covariance"])
     save_predictor(out, predictor, summary)
-    print(f"wrote {out} ({args.cell}, {predictor.rnn.hidden_size} features, {window}-frame windows: "
-          f"{summary['windows']} windows, {summary['epochs']} epochs = {summary['steps']} steps, "
-          f"final loss {summary['final_loss']:.4g})")
+    print(f"wrote {out} ({args.cell}, {predictor.rnn.hidden_size} features; {summary['windows']} windows of "
+          f"{window} frames in batches of {defaults['batch_size']}: {summary['steps']} steps over "
+          f"{summary['epochs']} epochs; final loss {summary['final_loss']:.4g})")
     return 0

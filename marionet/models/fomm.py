@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from marionet.config import LossWeights, TrainParams, construct
-from marionet.errors import ConfigError
+from marionet.config import LossWeights, TrainParams, check_divisible, check_values, construct, frame_shape
+from marionet.errors import ConfigError, MarionetError
 from marionet.geometry import RandomTPS, heatmap_to_mean, kp2gaussian, make_coordinate_grid
 from marionet.losses import (ImagePyramid, Objective, PerceptualPyramidLoss, detach_kp, keypoint_separation_loss,
                              lsgan_discriminator_loss, lsgan_generator_loss, feature_matching_loss)
@@ -525,12 +525,56 @@ class FOMMObjective(Objective):
 # The family
 # ------------------------------------------------------------------------------------------------
 
+_VALUES = {  # model_params keys whose values are checked before building (config.check_values)
+    **{f"common_params.{k}": "count" for k in ("num_kp", "num_channels")},
+    **{f"kp_detector_params.{k}": "count" for k in ("block_expansion", "max_features", "num_blocks")},
+    "kp_detector_params.temperature": "positive", "kp_detector_params.scale_factor": "fraction",
+    **{f"generator_params.{k}": "count" for k in ("block_expansion", "max_features")},
+    **{f"generator_params.{k}": "count0" for k in ("num_down_blocks", "num_bottleneck_blocks")},
+    **{f"generator_params.dense_motion_params.{k}": "count" for k in ("block_expansion", "max_features",
+                                                                        "num_blocks")},
+    "generator_params.dense_motion_params.scale_factor": "fraction",
+    "generator_params.dense_motion_params.kp_variance": "positive",
+    **{f"discriminator_params.{k}": "count" for k in ("block_expansion", "max_features", "num_blocks")},
+    "discriminator_params.scales": "fraction", "discriminator_params.kp_variance": "positive",
+}
+
+
+def check_model_params(config: dict) -> None:
+    """Values and frame size of a FOMM config, checked before anything is built (one-line errors)."""
+    params = config["model_params"]
+    check_values(params, _VALUES)
+    size = frame_shape(config)
+    kp = params.get("kp_detector_params") or {}
+    if "num_blocks" in kp:  # its 7x7 keypoint convolution needs 7 pixels
+        check_divisible(size, kp.get("scale_factor", 1), kp["num_blocks"], "the keypoint detector",
+                        minimum=max(1, -(-7 // 2 ** kp["num_blocks"])))
+    generator = params.get("generator_params") or {}
+    check_divisible(size, 1, generator.get("num_down_blocks", 0), "the generator")
+    dense = generator.get("dense_motion_params") or {}
+    if "num_blocks" in dense:
+        check_divisible(size, dense.get("scale_factor", 1), dense["num_blocks"], "the dense-motion network")
+    disc = params.get("discriminator_params") or {}
+    for scale in disc.get("scales", [1]):
+        side = min(size) * scale
+        for i in range(disc.get("num_blocks", 4)):  # 4x4 convolutions without padding, 2x pooling but the last
+            side = side - 3 if i == disc.get("num_blocks", 4) - 1 else (side - 3) // 2
+        if side < 1:
+            raise MarionetError(f"dataset_params.frame_shape: {size[0]}x{size[1]} is too small for the "
+                                f"discriminator at scale {scale:g} (model_params.discriminator_params)")
+
+
 class FOMM(ModelFamily):
     """The three networks of one FOMM model, built from the official ``model_params`` section."""
 
     family = "fomm"
     TrainParams = FOMMTrainParams
     keypoint_fields = ("value", "jacobian")
+
+    @classmethod
+    def from_config(cls, config: dict, with_discriminator: bool = True) -> "FOMM":
+        check_model_params(config)
+        return cls(config["model_params"], with_discriminator=with_discriminator)
 
     def __init__(self, model_params: dict, with_discriminator: bool = True):
         super().__init__()

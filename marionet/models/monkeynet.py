@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from marionet.config import LossWeights, TrainParams, construct, parse_section
+from marionet.config import (LossWeights, TrainParams, check_divisible, check_values, construct, frame_shape,
+                             parse_section)
 from marionet.errors import ConfigError, MarionetError
 from marionet.geometry import make_coordinate_grid
 from marionet.losses import Objective, detach_kp, lsgan_discriminator_loss, lsgan_generator_loss
@@ -535,6 +536,48 @@ class MonkeyNetObjective(Objective):
 # Container
 # --------------------------------------------------------------------------------------------
 
+_VALUES = {  # model_params keys whose values are checked before building (config.check_values)
+    **{f"common_params.{k}": "count" for k in ("num_kp", "num_channels")},
+    **{f"kp_detector_params.{k}": "count" for k in ("block_expansion", "max_features", "num_blocks")},
+    "kp_detector_params.temperature": "positive", "kp_detector_params.scale_factor": "fraction",
+    "kp_detector_params.clip_variance": "positive",
+    **{f"generator_params.{k}": "count" for k in ("block_expansion", "max_features", "num_blocks")},
+    "generator_params.num_refinement_blocks": "count0",
+    **{f"generator_params.dense_motion_params.{k}": "count" for k in ("block_expansion", "max_features",
+                                                                        "num_blocks")},
+    "generator_params.dense_motion_params.num_group_blocks": "count0",
+    "generator_params.dense_motion_params.scale_factor": "fraction",
+    "generator_params.kp_embedding_params.scale_factor": "fraction",
+    **{f"discriminator_params.{k}": "count" for k in ("block_expansion", "max_features", "num_blocks")},
+    "discriminator_params.scale_factor": "fraction",
+}
+
+
+def check_model_params(config: dict) -> None:
+    """Values and frame size of a Monkey-Net config, checked before anything is built (one-line errors)."""
+    params = config["model_params"]
+    check_values(params, _VALUES)
+    variance = (params.get("common_params") or {}).get("kp_variance", "matrix")
+    if variance not in ("matrix", "single") and not (isinstance(variance, (int, float)) and variance > 0):
+        raise MarionetError(f"model_params.common_params.kp_variance: 'matrix', 'single' or a number > 0, "
+                            f"got {variance!r}")
+    size = frame_shape(config)
+    kp = params.get("kp_detector_params") or {}
+    generator = params.get("generator_params") or {}
+    dense = generator.get("dense_motion_params") or {}
+    for section, what in ((kp, "the keypoint detector"), (generator, "the generator"),
+                          (dense, "the dense-motion module")):
+        if "num_blocks" in section:
+            check_divisible(size, section.get("scale_factor", 1), section["num_blocks"], what)
+    disc = params.get("discriminator_params") or {}
+    side = int(min(size) * disc.get("scale_factor", 1))
+    for _ in range(disc.get("num_blocks", 4)):   # 4x4 convolutions without padding, each then pooled 2x
+        side = (side - 3) // 2
+    if disc and side < 1:
+        raise MarionetError(f"dataset_params.frame_shape: {size[0]}x{size[1]} is too small for the discriminator "
+                            "(model_params.discriminator_params)")
+
+
 class MonkeyNet(ModelFamily):
     """The three networks of one Monkey-Net model, built from the official ``model_params`` section.
 
@@ -568,6 +611,7 @@ class MonkeyNet(ModelFamily):
 
     @classmethod
     def from_config(cls, config: dict, with_discriminator: bool = True) -> "MonkeyNet":
+        check_model_params(config)
         return cls(config["model_params"], with_discriminator, NormalizationParams.from_config(config))
 
     def objective(self, train_params: MonkeyNetTrainParams) -> MonkeyNetObjective:

@@ -210,7 +210,7 @@ def _synthesize_into(root: Path, plan, frames, size, kind, seed, fmt, pairs, fps
     it = plan
     if progress:
         from tqdm import tqdm
-        it = tqdm(plan, desc=f"synth {kind}", unit="video")
+        it = tqdm(plan, desc=f"synth {kind}", unit="video", disable=None)  # None: only on a terminal
     for i, g, split in it:
         name = f"{kind}_{i:05d}"
         vseed = derive_seed(seed, i)
