@@ -185,6 +185,12 @@ class Objective(nn.Module):
 
     trains_discriminator = False
 
+    def visualize(self, batch: dict, generated: dict):
+        """A PIL image of a training step for the run's visuals/ (source, driving, keypoints, prediction...)."""
+        from marionet.visualize import training_grid
+
+        return training_grid(batch, generated)
+
     def describe(self) -> list[str]:
         """Lines the trainer prints once at the start: choices made for the user (e.g. the perceptual
         backbone and why)."""

@@ -33,7 +33,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from marionet.checkpoints import MODEL_FILE, load_init, save_checkpoint
 from marionet.config import load_config, validate_config
-from marionet.data.datasets import FramesDataset
 from marionet.errors import Interrupted, MarionetError
 from marionet.files import atomic_write, atomic_write_text, check_writable
 from marionet.losses import download_vgg19, find_vgg19_weights
@@ -133,14 +132,14 @@ class Trainer:
         self.config, self.options, self.out_dir = config, options, Path(out_dir)
         self.rank, self.world, local_rank = distributed_context()
         self.device = self._device(options.device, local_rank)
-        self.params = family_class(config, source).train_params(config, source)
+        family = family_class(config, source)
+        self.params = family.train_params(config, source)
         self._check_out_dir()
 
         self.global_batch = int(options.batch_size or self.params.batch_size)
         if self.global_batch % self.world:
             raise MarionetError(f"--batch-size {self.global_batch}: must be divisible by the {self.world} processes")
-        dataset_params = {**(config.get("dataset_params") or {}), "root_dir": str(data_dir)}
-        self.dataset = FramesDataset(**dataset_params, is_train=True, num_repeats=self.params.num_repeats)
+        self.dataset = family.training_dataset(config, data_dir, self.params)
         self._schedule()
         self._build(source)
         self.start = self._restore() if options.resume else 0
@@ -260,7 +259,7 @@ class Trainer:
                             sampler=StepSampler(len(self.dataset), self.global_batch, self.start, self.total,
                                                 self.params.seed, self.rank, self.world),
                             num_workers=min(4, (os.cpu_count() or 2) // 2) if o.workers is None else o.workers)
-        logger = RunLogger(self.out_dir, self.config, self.start, enabled=self.rank == 0)
+        logger = RunLogger(self.out_dir, self.config, self.start, self.objective.visualize, enabled=self.rank == 0)
         if self.rank == 0 and o.progress:
             for line in self.objective.describe():
                 print(line, file=sys.stderr)
@@ -364,11 +363,11 @@ class Trainer:
 class RunLogger:
     """log.csv (rewritten up to the resumed step on resume), TensorBoard scalars and PNG visuals; rank 0 only."""
 
-    def __init__(self, out_dir: Path, config: dict, start_step: int, enabled: bool = True):
+    def __init__(self, out_dir: Path, config: dict, start_step: int, visualize, enabled: bool = True):
         self.enabled = enabled
         if not enabled:
             return
-        self.out_dir = out_dir
+        self.out_dir, self.visualize = out_dir, visualize
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         self.csv_path = out_dir / "log.csv"
@@ -404,11 +403,9 @@ class RunLogger:
     def visual(self, step: int, batch: dict, generated: dict) -> None:
         if not self.enabled:
             return
-        from marionet.visualize import training_grid
-
         path = self.out_dir / "visuals" / f"step-{step:07d}.png"
         path.parent.mkdir(exist_ok=True)
-        image = training_grid(batch, generated)
+        image = self.visualize(batch, generated)
         atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
     def close(self) -> None:

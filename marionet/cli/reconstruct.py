@@ -5,14 +5,20 @@ import argparse
 
 from marionet.cli.common import add_model_arguments, positive_int
 
-HELP = "reconstruct each test video from its first frame; write the frames and metrics.json (l1, akd)"
+HELP = ("reconstruct each test video from its first frame (or, with --pairs, from another identity's first frame "
+        "in the same motion); write the frames and metrics.json (l1, akd, mkr)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("--data", required=True, help="dataset folder (its test/ split is used)")
     p.add_argument("--out", required=True, help="output folder: <video>/ PNG frames and metrics.json")
-    p.add_argument("--max-videos", type=positive_int, help="only the first N test videos")
+    p.add_argument("--max-videos", type=positive_int, help="only the first N test videos (pairs with --pairs)")
+    p.add_argument("--pairs", action="store_true",
+                   help="cross-identity: source = A's first frame, driving = B's video, compared with A's own "
+                        "frames, for every pair (A, B) of a test group of pairs.csv (marionet synth --pairs K)")
+    p.add_argument("--relative", action="store_true",
+                   help="relative motion from the first driving frame (default: absolute, the papers' protocol)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="frames per forward pass (default: 8)")
 
 
@@ -25,6 +31,7 @@ def run(args) -> int:
 
     check_writable(f"{args.out}/metrics.json")
     model = load_model(args)
-    metrics = reconstruct(model, args.data, args.out, max_videos=args.max_videos, batch_size=args.batch_size)
+    metrics = reconstruct(model, args.data, args.out, max_videos=args.max_videos, batch_size=args.batch_size,
+                          pairs=args.pairs, relative=args.relative)
     print(json.dumps(metrics, indent=2))
     return 0

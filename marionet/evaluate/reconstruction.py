@@ -1,23 +1,34 @@
-"""The papers' reconstruction protocol on a test split.
+"""The papers' reconstruction protocol on a test split, same-identity and cross-identity.
 
-For each test video: the first frame is the source, every frame drives it with absolute motion,
-and the result is compared with the real frame. Metrics (means over all frames of all videos):
-``l1`` (pixels in [0, 1]); for puppet data, ``akd`` and ``mkr`` with the shipped ground-truth
-keypoint regressor as the pose estimator (see ``KeypointAgreement``: AKD over the joints found in
-both frames, MKR over the joints found in the real frame). ``baseline_*`` are the same metrics for
-copying the source frame.
+Same identity (default): for each test video, the first frame is the source and every frame drives
+it; the result is compared with the real frame.
+
+Cross identity (``pairs=True``), on a paired dataset (``marionet synth --pairs K`` writes
+``pairs.csv``: groups of identities sharing one motion): for each ordered pair (A, B) of a test
+group, the source is A's first frame, B's video drives it, and the result is compared with A's own
+frames, which show A in B's motion.
+
+Metrics (means over all frames of all videos): ``l1`` (pixels in [0, 1]); for puppet data, ``akd``
+and ``mkr`` with the shipped ground-truth keypoint regressor as the pose estimator (see
+``KeypointAgreement``: AKD over the joints found in both frames, MKR over the joints found in the
+real frame). ``baseline_*`` are the same metrics for copying the source frame. Motion is absolute
+unless ``relative`` (FOMM's relative transfer from the first driving frame).
 """
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import numpy as np
 
-from marionet.files import atomic_write
 from marionet.data.datasets import FramesDataset
 from marionet.data.video import VideoWriter, open_video, to_uint8
+from marionet.errors import MarionetError
 from marionet.evaluate.keypoint_regressor import KeypointAgreement, load_regressor, weights_path
+from marionet.files import atomic_write_text
+
+PAIRS_FILE = "pairs.csv"
 
 
 def _regressor_for(video: Path):
@@ -30,28 +41,54 @@ def _regressor_for(video: Path):
     return load_regressor(kind) if weights_path(kind).exists() else None
 
 
+def paired_test_videos(data_dir, videos: list[Path]) -> list[tuple[Path, Path]]:
+    """Ordered (A, B) pairs of distinct test videos of one group of ``DIR/pairs.csv``."""
+    path = Path(data_dir) / PAIRS_FILE
+    if not path.is_file():
+        raise MarionetError(f"{path}: no such file; --pairs needs a paired dataset (marionet synth --pairs K)")
+    by_name = {v.name.removesuffix(".mp4").removesuffix(".gif"): v for v in videos}
+    groups: dict[str, list[Path]] = {}
+    try:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                if row["split"] == "test" and row["video"] in by_name:
+                    groups.setdefault(row["group"], []).append(by_name[row["video"]])
+    except (KeyError, csv.Error) as e:
+        raise MarionetError(f"{path}: not a pairs file (columns group, split, video; {e})") from None
+    pairs = [(a, b) for members in groups.values() for a in members for b in members if a != b]
+    if not pairs:
+        raise MarionetError(f"{path}: no group of two or more test videos")
+    return pairs
+
+
 def reconstruct(model, data_dir, out_dir, max_videos: int | None = None, batch_size: int = 8,
-                progress: bool = True) -> dict:
-    """Run the protocol with an AnimationPipeline; writes OUT/<video>/ PNG frames and OUT/metrics.json."""
+                progress: bool = True, pairs: bool = False, relative: bool = False) -> dict:
+    """Run the protocol with an AnimationPipeline; writes OUT/<video>/ PNG frames (OUT/<A>~<B>/ for a
+    pair) and OUT/metrics.json. ``max_videos`` limits the videos (pairs) evaluated."""
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
     h, w = model.frame_shape
-    videos = FramesDataset(data_dir, frame_shape=(h, w, 3), is_train=False).videos[:max_videos]
-    regressor = _regressor_for(videos[0])
+    videos = FramesDataset(data_dir, frame_shape=(h, w, 3), is_train=False).videos
+    jobs = paired_test_videos(data_dir, videos) if pairs else [(v, v) for v in videos]
+    jobs = jobs[:max_videos]
+    regressor = _regressor_for(jobs[0][0])
     sums = {"l1": 0.0, "baseline_l1": 0.0}
     frames_total = 0
     kp_model, kp_base = (None, None) if regressor is None else (KeypointAgreement(regressor), KeypointAgreement(regressor))
-    for video in tqdm(videos, unit="video", desc="reconstruct", disable=None if progress else True):
-        with open_video(video) as reader:
-            real = model.to_tensor(np.stack(list(reader))).permute(0, 2, 3, 1).cpu().numpy()  # (T, h, w, 3)
-        fake = model.animate(real[0], real, relative=False, batch_size=batch_size)
-        with VideoWriter(out_dir / Path(video).stem.removesuffix(".gif"), fps=reader.fps) as writer:
+    for target, driver in tqdm(jobs, unit="video", desc="reconstruct", disable=None if progress else True):
+        real, fps = _frames(model, target)
+        driving = real if driver == target else _frames(model, driver)[0]
+        n = min(len(real), len(driving))
+        real, driving = real[:n], driving[:n]
+        fake = model.animate(real[0], driving, relative=relative, batch_size=batch_size)
+        name = _stem(target) if driver == target else f"{_stem(target)}~{_stem(driver)}"
+        with VideoWriter(out_dir / name, fps=fps) as writer:
             for frame in fake:
                 writer.write(frame)
         sums["l1"] += float(np.abs(fake - real).mean(axis=(1, 2, 3)).sum())
         sums["baseline_l1"] += float(np.abs(real[:1] - real).mean(axis=(1, 2, 3)).sum())
-        frames_total += len(real)
+        frames_total += n
         if kp_model is not None:
             real_u8, fake_u8 = to_uint8(real), to_uint8(fake)
             kp_model.add(fake_u8, real_u8)
@@ -61,6 +98,18 @@ def reconstruct(model, data_dir, out_dir, max_videos: int | None = None, batch_s
         metrics.update(kp_model.result())
         metrics.update({f"baseline_{k}": v for k, v in kp_base.result().items()})
         metrics["keypoint_regressor"] = regressor.kind
-    metrics.update(videos=len(videos), frames=frames_total)
-    atomic_write(out_dir / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2) + "\n"))
+    metrics.update(videos=len(jobs), frames=frames_total, protocol="cross-identity" if pairs else "same-identity",
+                   motion="relative" if relative else "absolute")
+    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def _frames(model, video: Path) -> tuple[np.ndarray, float]:
+    """A video's frames at the model's size, (T, h, w, 3) float32, and its frame rate."""
+    with open_video(video) as reader:
+        frames = np.stack(list(reader))
+    return model.to_tensor(frames).permute(0, 2, 3, 1).cpu().numpy(), reader.fps
+
+
+def _stem(video: Path) -> str:
+    return Path(video).stem.removesuffix(".gif")

@@ -90,6 +90,16 @@ class ModelFamily(nn.Module):
     def train_params(cls, config: dict, source: str = "config") -> TrainParams:
         return parse_train_params(cls.TrainParams, config, source)
 
+    @classmethod
+    def training_dataset(cls, config: dict, data_dir, params: TrainParams):
+        """The training items: a torch Dataset of dicts of tensors (the objective's ``batch``); item i
+        must depend only on i (and the config's seeds), so that resume and DDP stay exact. Default:
+        pairs of frames of one video, {"source", "driving"} (``FramesDataset``)."""
+        from marionet.data.datasets import FramesDataset
+
+        dataset_params = {**(config.get("dataset_params") or {}), "root_dir": str(data_dir)}
+        return FramesDataset(**dataset_params, is_train=True, num_repeats=params.num_repeats)
+
     # ---------------------------------------------------------------------------------- checkpoints
 
     @staticmethod
