@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(VENV)/bin/marionet demo
 
 test: $(STAMP)
+	tools/ensure_chromium.sh
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

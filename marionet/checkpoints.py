@@ -14,18 +14,22 @@ import warnings
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import save_file
 
 from marionet.errors import MarionetError
-from marionet.files import atomic_write
+from marionet.files import atomic_write, read_safetensors
 from marionet.models.family import NETWORKS, ModelFamily
 
 FORMAT = "marionet-checkpoint/1"
 MODEL_FILE = "model.safetensors"      # a training run's inference checkpoint
 ASSETS = Path(__file__).resolve().parent / "assets"
 # Built-in models: name -> marionet checkpoint shipped in marionet/assets (trained by benchmarks/train_builtin.py).
-BUILTIN_MODELS: dict[str, Path] = {"puppets": ASSETS / "models" / "puppets-64.safetensors"}
+BUILTIN_MODELS: dict[str, Path] = {"puppets": ASSETS / "models" / "puppets-64.safetensors",
+                                   "posewarp-puppets": ASSETS / "models" / "posewarp-puppets-64.safetensors",
+                                   "kpmask-puppets": ASSETS / "models" / "kpmask-puppets-64.safetensors",
+                                   # no weights, only their configs (benchmarks/faces_eval.py --export)
+                                   "faces": ASSETS / "models" / "faces.safetensors",
+                                   "bodies": ASSETS / "models" / "bodies.safetensors"}
 
 
 def builtin_checkpoint(name: str) -> Path:
@@ -58,19 +62,6 @@ def is_safetensors(path) -> bool:
     with open(path, "rb") as f:
         head = f.read(9)
     return len(head) == 9 and head[8:9] == b"{"
-
-
-def read_safetensors(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, metadata) of a safetensors file; one-line MarionetError if missing or corrupt."""
-    path = Path(path)
-    if not path.is_file():
-        raise MarionetError(f"{path}: no such file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        return load_file(str(path)), metadata
-    except (SafetensorError, OSError, ValueError) as e:
-        raise MarionetError(f"{path}: corrupt safetensors file ({str(e).splitlines()[0][:150]})") from None
 
 
 def read_checkpoint(path) -> tuple[dict[str, dict[str, torch.Tensor]], dict | None, bool]:
@@ -107,10 +98,10 @@ def load_weights(model: ModelFamily, states: dict, path, official: bool, network
     ``<network>.<prefix>...`` for a prefix in ``missing_ok`` may be absent and keep their initialisation."""
     for name in networks:
         module = model.networks.get(name)
-        if module is None:
+        if module is None or (name not in states and not module.state_dict()):   # a network without weights
             continue
         if name not in states:
-            raise MarionetError(f"{path}: the checkpoint has no '{name}' weights (it has: {', '.join(states)})")
+            raise MarionetError(f"{path}: the checkpoint has no '{name}' weights (it has: {', '.join(states) or 'none'})")
         state = model.convert_official(name, states[name]) if official else states[name]
         optional = tuple(p[len(name) + 1:] for p in missing_ok if p.startswith(name + "."))
         _check_match(module, state, name, path, optional)

@@ -1,4 +1,5 @@
-"""Writing outputs atomically: a hidden temporary beside the target, renamed onto it when complete.
+"""Writing outputs atomically: a hidden temporary beside the target, renamed onto it when complete;
+reading a safetensors file with a one-line error.
 
 A failed or interrupted write leaves nothing at the target and never replaces what was there.
 
@@ -121,3 +122,20 @@ def check_writable(path) -> None:
         raise MarionetError(f"{path}: cannot write here ({parent} is not a folder)")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise MarionetError(f"{path}: cannot write here ({parent} is not writable)")
+
+
+def read_safetensors(path) -> tuple[dict, dict[str, str]]:
+    """(tensors, metadata) of a safetensors file (tensors only: nothing in it can run); a one-line
+    MarionetError if it is missing or corrupt."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise MarionetError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        return load_file(str(path)), metadata
+    except (SafetensorError, OSError, ValueError) as e:
+        raise MarionetError(f"{path}: corrupt safetensors file ({str(e).splitlines()[0][:150]})") from None

@@ -61,6 +61,44 @@ def _cross(o, a, b) -> float:
     return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
 
 
+def fit_similarity(source: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None):
+    """Least-squares similarity (scale, rotation, translation) taking ``source`` to ``target``.
+
+    source, target: (..., N, 2); weights: (..., N) or None. Points are read as complex numbers x + iy,
+    so the similarity is z -> a z + b with a = scale * e^(i angle): -> (a, b), complex, each (...).
+    Compose with ``a1 * (a2 z + b2) + b1``, invert with ``(z - b) / a``."""
+    z, w = torch.view_as_complex(source.double().contiguous()), torch.view_as_complex(target.double().contiguous())
+    weights = torch.ones(z.shape, dtype=torch.float64) if weights is None else weights.double()
+    weights = weights / weights.sum(-1, keepdim=True)
+    z_mean, w_mean = (weights * z).sum(-1), (weights * w).sum(-1)
+    zc, wc = z - z_mean[..., None], w - w_mean[..., None]
+    a = (weights * wc * zc.conj()).sum(-1) / (weights * zc.abs() ** 2).sum(-1)
+    return a, w_mean - a * z_mean
+
+
+def thin_plate_spline(control: torch.Tensor, values: torch.Tensor, points: torch.Tensor,
+                      regularization: float = 0.0) -> torch.Tensor:
+    """The thin-plate spline through ``values`` at ``control``, evaluated at ``points``.
+
+    control (N, 2), values (N, C), points (M, 2) -> (M, C). f(p) = A [p, 1] + sum_j w_j U(|p - c_j|) with
+    U(r) = r^2 log r over the Euclidean distance (``RandomTPS`` keeps the official L1 one); a
+    ``regularization`` > 0 trades exact interpolation for smoothness (K + lambda I). Coordinates are
+    best of order 1 (the kernel is not scale-invariant)."""
+    def kernel(a, b):
+        r2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+        return 0.5 * r2 * torch.log(r2.clamp_min(1e-20))                    # r^2 log r = r2 log(r2) / 2
+
+    n = len(control)
+    affine = torch.cat([control, torch.ones(n, 1, dtype=control.dtype)], 1)        # (N, 3)
+    system = torch.zeros(n + 3, n + 3, dtype=torch.float64)
+    system[:n, :n] = kernel(control, control) + regularization * torch.eye(n, dtype=control.dtype)
+    system[:n, n:], system[n:, :n] = affine, affine.T
+    rhs = torch.cat([values, torch.zeros(3, values.shape[1], dtype=values.dtype)]).double()
+    solution = torch.linalg.solve(system, rhs).to(points.dtype)                     # (N + 3, C)
+    basis = torch.cat([kernel(points, control), points, torch.ones(len(points), 1, dtype=points.dtype)], 1)
+    return basis @ solution                                                          # (M, C)
+
+
 class RandomTPS:
     """Random affine + thin-plate-spline warps, one per sample (the equivariance losses' transform).
 

@@ -8,9 +8,8 @@ import torch
 from marionet.checkpoints import load_weights, read_checkpoint, resolve_checkpoint
 from marionet.config import load_config, validate_config
 from marionet.errors import MarionetError
-from marionet.models import build_model
+from marionet.models import build_model, family_of
 from marionet.pipeline import AnimationPipeline
-
 
 
 def load(checkpoint=None, config=None, device: str = "cpu", channels_last: bool = True) -> AnimationPipeline:
@@ -39,6 +38,9 @@ def load(checkpoint=None, config=None, device: str = "cpu", channels_last: bool 
             raise MarionetError(f"{path}: an official checkpoint carries no config; give its config too "
                                 "(the YAML file it was trained with, or a shipped name such as vox-256)")
         cfg, cfg_source = validate_config(embedded, f"{path} (embedded config)"), f"{path}"
+    elif embedded is not None and family_of(cfg, states) != family_of(embedded, states):
+        raise MarionetError(f"{path}: a {family_of(embedded, states)} checkpoint, but {cfg_source} is a "
+                            f"{family_of(cfg, states)} config (leave out the config: the checkpoint carries its own)")
     model = build_model(cfg, cfg_source, with_discriminator=False, states=states)
     load_weights(model, states, path, official)
     return AnimationPipeline(model, cfg, device, channels_last)

@@ -13,7 +13,7 @@ from torch import nn
 from torch.func import functional_call
 
 from marionet.errors import MarionetError
-from marionet.nn.blocks import AntiAliasInterpolation2d
+from marionet.nn.blocks import AntiAliasInterpolation2d, vgg_features
 
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 # VGG19 'features' up to relu5_1, cut after relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
@@ -26,14 +26,7 @@ class Vgg19(nn.Module):
 
     def __init__(self):
         super().__init__()
-        layers, channels = [], 3
-        for v in _VGG19_CFG:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-            else:
-                layers += [nn.Conv2d(channels, v, 3, padding=1), nn.ReLU(inplace=False)]
-                channels = v
-        self.features = nn.Sequential(*layers)
+        self.features = vgg_features(_VGG19_CFG)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
         self.requires_grad_(False)

@@ -39,6 +39,40 @@ class AnimationPipeline:
         # channels_last roughly halves convolution time on CPU and helps on recent GPUs.
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
+        self.precision = "fp32"    # of the fused convolutions, after ``optimized``
+
+    def optimized(self, precision: str = "fp32", inplace: bool = False) -> "AnimationPipeline":
+        """This pipeline on a fused copy of its model (``marionet.inference``, docs/speed.md): batch norm folded
+        into the convolutions, sub-pixel upsampling; the same frames up to float32 rounding. ``precision``
+        "bf16" or "int8" runs the fused convolutions so where the CPU has the instructions (float32 elsewhere;
+        ``.precision`` says which ran). ``inplace`` rewrites this pipeline's model instead of a copy (no second
+        set of weights; its state dict changes). Also keeps freed memory in the process (glibc), which saves
+        re-zeroing the pages of every large tensor."""
+        from marionet.errors import MarionetError
+        from marionet.inference import optimize
+        from marionet.inference.settings import keep_freed_memory
+
+        if precision != "fp32" and self.device.type != "cpu":
+            raise MarionetError(f"--precision {precision}: a CPU path; on {self.device.type} use fp32")
+        keep_freed_memory()
+        channels_last = self.memory_format == torch.channels_last
+        model, used = optimize(self.model, precision, inplace=inplace, channels_last=channels_last)
+        pipeline = AnimationPipeline(model, self.config, self.device, channels_last)
+        pipeline.precision = used
+        return pipeline
+
+    def __getattr__(self, name: str):
+        """``pipeline.<name>(image, fit="crop")`` for each of the family's ``image_outputs`` (e.g. KP-mask's
+        ``mask``): one (H, W, 3) image -> that output as a float32 array, without the batch axis."""
+        model = self.__dict__.get("model")
+        if model is None or name not in getattr(model, "image_outputs", ()):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+        @torch.no_grad()
+        def output(image: np.ndarray, fit: str = "crop") -> np.ndarray:
+            return getattr(model, name)(self.to_tensor(image, fit))[0].float().cpu().numpy()
+
+        return output
 
     @property
     def kp_detector(self):
@@ -51,8 +85,8 @@ class AnimationPipeline:
     def to_tensor(self, frames: np.ndarray, fit: str = "crop") -> torch.Tensor:
         """(N, H, W, 3) or (H, W, 3) float [0, 1] (or uint8) -> (N, 3, h, w) at the model's frame size;
         a frame of another aspect ratio is centre-cropped (``fit="crop"``), padded with its edges
-        (``"pad"``) or stretched (``"stretch"``) to it."""
-        x = frames_to_tensor(frames, self.frame_shape, self.device, fit)
+        (``"pad"``) or stretched (``"stretch"``) to it. A ``native_resolution`` family gets frames as they are."""
+        x = frames_to_tensor(frames, None if self.model.native_resolution else self.frame_shape, self.device, fit)
         return x.contiguous(memory_format=self.memory_format)
 
     @torch.no_grad()
@@ -74,9 +108,20 @@ class AnimationPipeline:
 
     @torch.no_grad()
     def animate(self, source: np.ndarray, driving: np.ndarray, relative: bool = True, adapt_scale: bool = True,
-                batch_size: int = 4, fit: str = "crop") -> np.ndarray:
-        """Animate ``source`` (H, W, 3) with ``driving`` (T, H, W, 3) -> (T, h, w, 3) float32 in [0, 1]."""
-        frames = list(self.animate_stream(source, driving, relative, adapt_scale, batch_size, fit))
+                batch_size: int = 4, fit: str = "crop", crop: str = "none", driving_crop: str = "fixed",
+                best_frame: bool = False) -> np.ndarray:
+        """Animate ``source`` (H, W, 3) with ``driving`` (T, H, W, 3) -> (T, h, w, 3) float32 in [0, 1].
+
+        ``crop="face"|"body"``: animate the subject found in the source and paste it back, so frames are
+        (T, H, W, 3), the source's size (``marionet.crop``); ``best_frame``: start from the driving frame
+        whose face pose is closest to the source's."""
+        if crop != "none" or best_frame:
+            from marionet.crop import animate_in_place
+
+            frames = list(animate_in_place(self, source, lambda: iter(driving), crop, driving_crop, best_frame,
+                                           relative, adapt_scale, batch_size, fit))
+        else:
+            frames = list(self.animate_stream(source, driving, relative, adapt_scale, batch_size, fit))
         if not frames:
             raise ValueError("the driving video has no frames")
         return np.stack(frames)
@@ -99,6 +144,27 @@ class AnimationPipeline:
             # relative: the camera's motion since the first driving frame
             background = self.model.background(initial if relative else encoded.image, driving_t)
             yield from self.render(encoded, kp, background)
+
+    @torch.no_grad()
+    def dual_reconstruction(self, src_a: np.ndarray, src_b: np.ndarray, driving_a: np.ndarray,
+                            driving_b: np.ndarray | None = None, fit: str = "crop") -> dict[str, Any]:
+        """Donkey-Net's two passes on one pair (two identities A, B in the same motion), with absolute
+        keypoints: pass 1 animates ``src_b`` with the keypoints of ``driving_a``, pass 2 animates ``src_a``
+        with those of pass 1's output -> {"pass1", "pass2": (h, w, 3) float32}; given ``driving_b`` (pass
+        1's target), also "l1_pass1" (against it) and "l1_pass2" (against ``driving_a``). Any family."""
+        out = {}
+        driving = self.to_tensor(driving_a, fit)
+        for name, source in (("pass1", src_b), ("pass2", src_a)):
+            encoded = self.encode(source, fit)
+            generated = self.model.generate(encoded.image, encoded.kp, self.model.detect(driving), encoded.features,
+                                            self.model.background(encoded.image, driving))["prediction"]
+            out[name] = tensor_to_frames(generated)[0]
+            driving = generated
+        if driving_b is not None:
+            targets = {"pass1": self.to_tensor(driving_b, fit), "pass2": self.to_tensor(driving_a, fit)}
+            for name, target in targets.items():
+                out[f"l1_{name}"] = float(np.abs(out[name] - tensor_to_frames(target)[0]).mean())
+        return out
 
 
 def _batches(frames: Iterable, size: int) -> Iterator[list]:

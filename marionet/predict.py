@@ -196,7 +196,7 @@ def save_predictor(path, predictor: KeypointPredictor, info: dict | None = None)
 def load_predictor(path, device="cpu") -> tuple[KeypointPredictor, dict]:
     """-> (predictor in eval mode on ``device``, its metadata decoded). One-line MarionetError naming
     the file if it is missing, not a predictor, or inconsistent."""
-    from marionet.checkpoints import read_safetensors
+    from marionet.files import read_safetensors
 
     path = Path(path)
     if not path.is_file():

@@ -113,6 +113,7 @@ class RunOptions:
     dtype: torch.dtype = torch.float32    # float64 for numerical checks (N processes equal one)
     init: str | Path | None = None        # start from a checkpoint's weights (fine-tuning)
     download_vgg19: bool = False          # the only network use, and only when asked
+    channels_last: bool = True            # convolutions and batch norms: about 1.5x faster on CPUs in this layout
 
 
 def train(config, data_dir, out_dir, **options) -> dict:
@@ -191,10 +192,14 @@ class Trainer:
         if self.world > 1:
             self.model = convert_sync_batchnorm(self.model)
         self.objective = self.model.objective(self.params).to(self.device, o.dtype)
+        self.memory_format = torch.channels_last if o.channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
+        self.objective.to(memory_format=self.memory_format)
         self.gan = self.objective.trains_discriminator
-        # Adam as in the official code.
+        # Adam as in the official code; fused (one pass over each tensor) where PyTorch has it for the device
+        fused = self.device.type in ("cpu", "cuda") and o.dtype in (torch.float32, torch.float64)
         self.optimizers = {name: torch.optim.Adam(net.parameters(), lr=self.params.learning_rate(name),
-                                                  betas=(0.5, 0.999))
+                                                  betas=(0.5, 0.999), fused=fused or None)
                            for name, net in self.model.trained_networks().items()}
         self.schedulers = {k: torch.optim.lr_scheduler.MultiStepLR(opt, self.milestones, gamma=0.1)
                            for k, opt in self.optimizers.items()}
@@ -209,8 +214,10 @@ class Trainer:
 
     def to_device(self, batch: dict) -> dict:
         dtype = self.options.dtype
-        return {k: (v.to(self.device, dtype if v.is_floating_point() else None, non_blocking=True)
-                    if torch.is_tensor(v) else v) for k, v in batch.items()}
+        batch = {k: (v.to(self.device, dtype if v.is_floating_point() else None, non_blocking=True)
+                     if torch.is_tensor(v) else v) for k, v in batch.items()}
+        return {k: v.contiguous(memory_format=self.memory_format) if torch.is_tensor(v) and v.dim() == 4 else v
+                for k, v in batch.items()}
 
     def step(self, batch: dict) -> tuple[dict[str, float], dict]:
         """One optimisation step of every trained network on a batch already on the device

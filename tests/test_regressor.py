@@ -6,8 +6,9 @@ import pytest
 
 from marionet.data.puppets import KINDS, render_video
 from marionet.errors import MarionetError
-from marionet.evaluate.keypoint_regressor import (KeypointAgreement, akd_mkr, heldout_error, keypoint_errors,
-                                                  load_regressor, predict, weights_path)
+from marionet.evaluate.keypoint_regressor import (heldout_error, keypoint_errors, load_regressor, predict,
+                                                  weights_path)
+from marionet.evaluate.metrics import KeypointAgreement, akd_mkr
 
 # Held-out error measured by benchmarks/train_regressor.py (64 puppets x 8 frames), in pixels at
 # 64x64 over visible joints: humanoid 0.93, quadruped 1.27, face 0.38 (at 128x128: 1.88, 2.57,

@@ -21,11 +21,18 @@ from marionet.errors import Interrupted, MarionetError
 COMMANDS = {
     "animate": "marionet.cli.animate",
     "demo": "marionet.cli.demo",
+    "serve": "marionet.cli.serve",
     "train": "marionet.cli.train",
     "reconstruct": "marionet.cli.reconstruct",
+    "evaluate": "marionet.cli.evaluate",
     "synth": "marionet.cli.synth",
+    "pair": "marionet.cli.pair",
     "train-predictor": "marionet.cli.train_predictor",
     "predict": "marionet.cli.predict",
+    "pose-transfer": "marionet.cli.pose_transfer",
+    "joints": "marionet.cli.joints",
+    "vgg-stats": "marionet.cli.vgg_stats",
+    "export": "marionet.cli.export",
 }
 
 

@@ -23,7 +23,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fit", choices=FITS, default="crop",
                    help="how a non-square source or driving frame meets the model's square frame: centre crop "
                         "(default), pad with its edges, or stretch")
+    p.add_argument("--crop", choices=("face", "body", "none"),
+                   help="animate only the face or body found in the source and paste it back into the full picture "
+                        "(the output has the source's size); default: face for face models such as vox, body for "
+                        "taichi/fashion, none otherwise (puppets)")
+    p.add_argument("--driving-crop", choices=("fixed", "track"), default="fixed",
+                   help="with --crop: one square covering the subject's motion over the clip (default), or a "
+                        "smoothed square per frame")
+    p.add_argument("--best-frame", action="store_true",
+                   help="start from the driving frame whose face pose is closest to the source's, animating "
+                        "forward and backward from it (relative motion is measured from that frame)")
     p.add_argument("--batch-size", type=positive_int, default=4, help="driving frames per forward pass (default: 4)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+                   help="arithmetic of the convolutions: fp32 (default), bf16 or int8 where the CPU has it "
+                        "(AVX512-BF16/AMX, VNNI; otherwise fp32, with a note); keypoint geometry stays fp32")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                   help="run the model in PyTorch (default) or onnxruntime (the 'export' extra): --checkpoint is "
+                        "then a folder from `marionet export`, or a checkpoint exported once into a cache beside it")
 
 
 def run(args) -> int:
@@ -31,23 +47,59 @@ def run(args) -> int:
 
     from tqdm import tqdm
 
-    from marionet.cli.common import load_model
+    from marionet.crop import animate_in_place, default_crop
     from marionet.data.video import VideoWriter, open_video, read_image
 
     output = check_output(args.output)
     source = read_image(args.source)
     with open_video(args.driving) as reader:
         audio = reader.path if reader.has_audio and output.suffix.lower() == ".mp4" else None
-        with VideoWriter(output, fps=reader.fps, audio_from=audio) as writer:
-            model = load_model(args)
-            if args.model == "puppets" and source.shape[:2] != model.frame_shape:
-                print("note: the built-in 'puppets' model is trained on synthetic 64x64 puppets; it suits puppets "
-                      "and simple cartoons, not photos (for faces use an official checkpoint, see the README)",
-                      file=sys.stderr)
-            frames = tqdm(reader, total=reader.frame_count, unit="frame", disable=None, desc="animate")
-            for frame in model.animate_stream(source, frames, relative=not args.absolute,
-                                              adapt_scale=not args.no_adapt_scale, batch_size=args.batch_size,
-                                              fit=args.fit):
-                writer.write(frame)
-    print(f"wrote {output}")
+        fps, count = reader.fps, reader.frame_count
+    with VideoWriter(output, fps=fps, audio_from=audio) as writer:
+        model = load_backend(args)
+        crop = args.crop or default_crop(model.config)
+        if args.model == "puppets" and source.shape[:2] != model.frame_shape:
+            print("note: the built-in 'puppets' model is trained on synthetic 64x64 puppets; it suits puppets "
+                  "and simple cartoons, not photos (for a face photo try --model faces, or an official checkpoint)",
+                  file=sys.stderr)
+
+        def driving():
+            return open_video(args.driving)
+
+        frames = animate_in_place(model, source, driving, crop=crop, driving_crop=args.driving_crop,
+                                  best=args.best_frame, relative=not args.absolute,
+                                  adapt_scale=not args.no_adapt_scale, batch_size=args.batch_size, fit=args.fit,
+                                  names=(args.source, args.driving))
+        for frame in tqdm(frames, total=count, unit="frame", disable=None, desc="animate"):
+            writer.write(frame)
+    print(f"wrote {output}" + (f" ({crop} cropped and pasted back at {source.shape[1]}x{source.shape[0]})"
+                               if crop != "none" else ""))
     return 0
+
+
+def load_backend(args):
+    """The pipeline of the model arguments on --backend, its convolutions at --precision."""
+    import sys
+
+    from marionet.cli.common import load_model
+    from marionet.errors import MarionetError
+
+    if args.backend == "onnxruntime":
+        from marionet.export import onnx_pipeline
+
+        if args.precision != "fp32":
+            raise MarionetError(f"--precision {args.precision}: only with --backend torch (onnxruntime runs the "
+                                "exported float32 graphs)")
+        if args.model and args.checkpoint:
+            raise MarionetError("give --model or --checkpoint, not both")
+        checkpoint = args.model or args.checkpoint
+        if checkpoint is None and not (args.config and args.allow_untrained):
+            load_model(args)  # the same one-line refusal as the torch backend
+        return onnx_pipeline(checkpoint, args.config, args.device,
+                             progress=lambda step: print(f"onnxruntime: {step}", file=sys.stderr))
+    pipeline = load_model(args).optimized(args.precision, inplace=True)
+    if pipeline.precision != args.precision:
+        from marionet.inference import unavailable
+
+        print(f"note: --precision {args.precision}: {unavailable(args.precision)}; running fp32", file=sys.stderr)
+    return pipeline

@@ -19,6 +19,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "frames, for every pair (A, B) of a test group of pairs.csv (marionet synth --pairs K)")
     p.add_argument("--relative", action="store_true",
                    help="relative motion from the first driving frame (default: absolute, the papers' protocol)")
+    p.add_argument("--evaluate", action="store_true",
+                   help="also run `marionet evaluate` on the output (OUT/evaluation/: PSNR, SSIM, per-frame curves, "
+                        "worst frames; AKD/MKR/AED with --kind)")
+    p.add_argument("--kind", choices=("face", "body", "humanoid", "quadruped", "face-puppet"),
+                   help="with --evaluate: the keypoint estimator (default: the puppets' own for puppet data)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="frames per forward pass (default: 8)")
 
 
@@ -34,4 +39,13 @@ def run(args) -> int:
     metrics = reconstruct(model, args.data, args.out, max_videos=args.max_videos, batch_size=args.batch_size,
                           pairs=args.pairs, relative=args.relative)
     print(json.dumps(metrics, indent=2))
+    if args.evaluate:
+        from pathlib import Path
+
+        from marionet.evaluate.real import evaluate
+
+        regressor = metrics.get("keypoint_regressor")   # puppet data: their own estimator
+        kind = args.kind or ({"face": "face-puppet"}.get(regressor, regressor) if regressor else None)
+        report = evaluate(args.data, args.out, Path(args.out) / "evaluation", kind=kind)
+        print(json.dumps({k: v for k, v in report.items() if k != "per_frame"}, indent=2))
     return 0

@@ -169,38 +169,6 @@ def keypoint_errors(pred, gt_joints, gt_visible, size) -> dict:
             "visible_count": int(vis.sum()), "all_count": int(inside.sum())}
 
 
-class KeypointAgreement:
-    """Running AKD / MKR between generated and reference frames, as the papers define them with an
-    external pose estimator (this regressor here): AKD = mean distance (pixels of the input) between
-    joints found in both frames; MKR = fraction of joints found in the reference but not in the
-    generated frame. A joint is "found" when its predicted visibility is > 0.5."""
-
-    def __init__(self, regressor="humanoid"):
-        self.regressor = load_regressor(regressor) if isinstance(regressor, str) else regressor
-        self.dist, self.matched, self.missing, self.found = 0.0, 0, 0, 0
-
-    def add(self, generated, reference) -> None:
-        pg, vg = predict(generated, self.regressor, return_visibility=True)
-        pr, vr = predict(reference, self.regressor, return_visibility=True)
-        found_g, found_r = vg > 0.5, vr > 0.5
-        both = found_g & found_r
-        self.dist += float(np.linalg.norm(pg - pr, axis=-1)[both].sum())
-        self.matched += int(both.sum())
-        self.found += int(found_r.sum())
-        self.missing += int((found_r & ~found_g).sum())
-
-    def result(self) -> dict:
-        return {"akd": self.dist / self.matched if self.matched else float("nan"),
-                "mkr": self.missing / self.found if self.found else 0.0}
-
-
-def akd_mkr(generated, reference, regressor="humanoid") -> dict:
-    """AKD / MKR of one batch of frames (see :class:`KeypointAgreement`)."""
-    agreement = KeypointAgreement(regressor)
-    agreement.add(generated, reference)
-    return agreement.result()
-
-
 def heldout_error(kind: str, size: int = 64, videos: int = 16, frames: int = 8,
                   first_seed: int = 20_000_000, regressor=None) -> dict:
     """Render ``videos`` fresh puppets (seeds first_seed...) and measure the regressor's error (px)

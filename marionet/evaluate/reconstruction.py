@@ -4,9 +4,9 @@ Same identity (default): for each test video, the first frame is the source and 
 it; the result is compared with the real frame.
 
 Cross identity (``pairs=True``), on a paired dataset (``marionet synth --pairs K`` writes
-``pairs.csv``: groups of identities sharing one motion): for each ordered pair (A, B) of a test
-group, the source is A's first frame, B's video drives it, and the result is compared with A's own
-frames, which show A in B's motion.
+``pairs.csv``: groups of identities sharing one motion; ``marionet pair`` and the public Donkey-Net
+code, ``test_pairing.txt``): for each ordered pair (A, B) of a test group, the source is A's first
+frame, B's video drives it, and the result is compared with A's own frames, which show A in B's motion.
 
 Metrics (means over all frames of all videos): ``l1`` (pixels in [0, 1]); for puppet data, ``akd``
 and ``mkr`` with the shipped ground-truth keypoint regressor as the pose estimator (see
@@ -16,7 +16,6 @@ unless ``relative`` (FOMM's relative transfer from the first driving frame).
 """
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -24,41 +23,30 @@ import numpy as np
 
 from marionet.data.datasets import FramesDataset
 from marionet.data.video import VideoWriter, open_video, to_uint8
-from marionet.errors import MarionetError
-from marionet.evaluate.keypoint_regressor import KeypointAgreement, load_regressor, weights_path
+from marionet.evaluate.keypoint_regressor import weights_path
+from marionet.evaluate.metrics import KeypointAgreement, KeypointDetector
 from marionet.files import atomic_write_text
 
 PAIRS_FILE = "pairs.csv"
 
 
-def _regressor_for(video: Path):
-    """The shipped keypoint regressor of a puppet video's kind, or None for other data."""
+def puppet_kind(video: Path) -> str | None:
+    """The evaluation kind of a puppet video (its ground-truth regressor: humanoid, quadruped,
+    face-puppet), or None for other data."""
     from marionet.data.puppets import ground_truth_path, load_ground_truth
 
     if not ground_truth_path(video).exists():
         return None
     kind = load_ground_truth(video)["kind"]
-    return load_regressor(kind) if weights_path(kind).exists() else None
+    return ("face-puppet" if kind == "face" else kind) if weights_path(kind).exists() else None
 
 
 def paired_test_videos(data_dir, videos: list[Path]) -> list[tuple[Path, Path]]:
-    """Ordered (A, B) pairs of distinct test videos of one group of ``DIR/pairs.csv``."""
-    path = Path(data_dir) / PAIRS_FILE
-    if not path.is_file():
-        raise MarionetError(f"{path}: no such file; --pairs needs a paired dataset (marionet synth --pairs K)")
-    by_name = {v.name.removesuffix(".mp4").removesuffix(".gif"): v for v in videos}
-    groups: dict[str, list[Path]] = {}
-    try:
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                if row["split"] == "test" and row["video"] in by_name:
-                    groups.setdefault(row["group"], []).append(by_name[row["video"]])
-    except (KeyError, csv.Error) as e:
-        raise MarionetError(f"{path}: not a pairs file (columns group, split, video; {e})") from None
-    pairs = [(a, b) for members in groups.values() for a in members for b in members if a != b]
-    if not pairs:
-        raise MarionetError(f"{path}: no group of two or more test videos")
-    return pairs
+    """Ordered (A, B) pairs of distinct test videos: the rows of ``DIR/test_pairing.txt`` (the public
+    Donkey-Net layout, ``marionet pair``) both ways, else every pair within a group of ``DIR/pairs.csv``."""
+    from marionet.data.pairs import video_pairs
+
+    return video_pairs(data_dir, "test", videos, both_orders=True)
 
 
 def reconstruct(model, data_dir, out_dir, max_videos: int | None = None, batch_size: int = 8,
@@ -72,16 +60,23 @@ def reconstruct(model, data_dir, out_dir, max_videos: int | None = None, batch_s
     videos = FramesDataset(data_dir, frame_shape=(h, w, 3), is_train=False).videos
     jobs = paired_test_videos(data_dir, videos) if pairs else [(v, v) for v in videos]
     jobs = jobs[:max_videos]
-    regressor = _regressor_for(jobs[0][0])
+    kind = puppet_kind(jobs[0][0])
+    detector = KeypointDetector(kind) if kind else None
     sums = {"l1": 0.0, "baseline_l1": 0.0}
     frames_total = 0
-    kp_model, kp_base = (None, None) if regressor is None else (KeypointAgreement(regressor), KeypointAgreement(regressor))
+    kp_model, kp_base = (None, None) if detector is None else (KeypointAgreement(detector), KeypointAgreement(detector))
     for target, driver in tqdm(jobs, unit="video", desc="reconstruct", disable=None if progress else True):
         real, fps = _frames(model, target)
         driving = real if driver == target else _frames(model, driver)[0]
         n = min(len(real), len(driving))
         real, driving = real[:n], driving[:n]
-        fake = model.animate(real[0], driving, relative=relative, batch_size=batch_size)
+        if model.model.driven_by_joints:   # pose transfer: ground-truth joints drive it
+            from marionet.data.pose_videos import reconstruction_joints
+
+            own, joints = reconstruction_joints(target, driver, h, model.model.pose.joint_set)
+            fake = model.model.transfer(real[0], own, joints[:n], batch_size=batch_size)
+        else:
+            fake = model.animate(real[0], driving, relative=relative, batch_size=batch_size)
         name = _stem(target) if driver == target else f"{_stem(target)}~{_stem(driver)}"
         with VideoWriter(out_dir / name, fps=fps) as writer:
             for frame in fake:
@@ -97,7 +92,7 @@ def reconstruct(model, data_dir, out_dir, max_videos: int | None = None, batch_s
     if kp_model is not None:
         metrics.update(kp_model.result())
         metrics.update({f"baseline_{k}": v for k, v in kp_base.result().items()})
-        metrics["keypoint_regressor"] = regressor.kind
+        metrics["keypoint_regressor"] = detector.regressor_kind
     metrics.update(videos=len(jobs), frames=frames_total, protocol="cross-identity" if pairs else "same-identity",
                    motion="relative" if relative else "absolute")
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")

@@ -27,6 +27,14 @@ class ModelFamily(nn.Module):
     family: ClassVar[str]
     TrainParams: ClassVar[type[TrainParams]] = TrainParams  # its train_params, with its loss weights
     keypoint_fields: ClassVar[tuple[str, ...]] = ("value",)  # what ``detect`` returns per keypoint
+    # methods (B, C, H, W) -> (B, ...) the pipeline offers per image as numpy (KP-mask: "mask")
+    image_outputs: ClassVar[tuple[str, ...]] = ()
+    # True: the family works at each image's own size (the pipeline does not resize frames to the
+    # config's frame_shape, and ``fit`` does not apply); e.g. the landmark-driven ``faces``
+    native_resolution: ClassVar[bool] = False
+    # True: target poses are given as joints (``transfer(source, source_joints, joints)``), not driving
+    # frames; ``reconstruct`` feeds it ground-truth joints and ``pose-transfer`` accepts it (posewarp)
+    driven_by_joints: ClassVar[bool] = False
 
     kp_detector: nn.Module | None
     generator: nn.Module

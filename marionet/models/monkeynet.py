@@ -12,6 +12,9 @@ of the official YAML ``model_params``.
 The official code treats every image as a one-frame video (B, C, 1, H, W) and uses depth-1 3-D
 convolutions; frames are independent, so this implementation is 2-D throughout.
 
+Every hourglass decoder and the discriminator take an optional ``attention`` config key: Donkey-Net's
+gates (``marionet.nn.attention``; the Donkey-Net family, ``marionet.models.donkeynet``, trains them).
+
 Shapes: B batch, K keypoints, C image channels, H x W frame, h x w the resolution of a module.
 Keypoints are dicts {"value": (B, K, 2), "covariance": (B, K, 2, 2)} with (x, y) in [-1, 1]
 (the official code calls them 'mean' and 'var'). A source may have batch 1 while the driving
@@ -31,6 +34,7 @@ from marionet.errors import ConfigError, MarionetError
 from marionet.geometry import make_coordinate_grid
 from marionet.losses import Objective, detach_kp, lsgan_discriminator_loss, lsgan_generator_loss
 from marionet.models.family import ModelFamily
+from marionet.nn.attention import DecoderAttention, DiscriminatorAttention, discriminator_gates, parse_attention
 from marionet.nn.blocks import Decoder, DiscriminatorBlock, Encoder, Hourglass, ResBlock2d, SameBlock2d
 
 
@@ -123,9 +127,11 @@ class KPDetector(nn.Module):
     """Hourglass -> K heatmaps (softmax over space at ``temperature``) -> Gaussian fit per heatmap."""
 
     def __init__(self, block_expansion, num_kp, num_channels, max_features, num_blocks, temperature,
-                 kp_variance="matrix", scale_factor=1, clip_variance=None):
+                 kp_variance="matrix", scale_factor=1, clip_variance=None, attention=None):
         super().__init__()
-        self.predictor = Hourglass(block_expansion, num_channels, num_blocks, max_features, out_features=num_kp)
+        self.predictor = Hourglass(block_expansion, num_channels, num_blocks, max_features, out_features=num_kp,
+                                   attention=parse_attention(DecoderAttention, attention,
+                                                             "kp_detector_params.attention"))
         self.temperature = temperature
         self.kp_variance = kp_variance
         self.scale_factor = scale_factor
@@ -221,7 +227,7 @@ class DenseMotionModule(nn.Module):
 
     def __init__(self, block_expansion, num_blocks, max_features, mask_embedding_params, num_kp, num_channels,
                  kp_variance, use_correction, use_mask, bg_init=2, num_group_blocks=0, scale_factor=1,
-                 align_corners=True):
+                 align_corners=True, attention=None):
         super().__init__()
         if not (use_mask or use_correction):
             raise ConfigError("dense motion needs use_mask (coarse flow) or use_correction (residual flow)")
@@ -233,7 +239,9 @@ class DenseMotionModule(nn.Module):
             SameBlock2d(channels, channels, kernel_size=1, padding=0, groups=num_kp + 1)
             for _ in range(num_group_blocks))
         out_features = (num_kp + 1) * int(use_mask) + 2 * int(use_correction)
-        self.hourglass = Hourglass(block_expansion, channels, num_blocks, max_features, out_features=out_features)
+        self.hourglass = Hourglass(block_expansion, channels, num_blocks, max_features, out_features=out_features,
+                                   attention=parse_attention(DecoderAttention, attention,
+                                                             "generator_params.dense_motion_params.attention"))
         # Start from "everything is background": zero weights, background logit bg_init.
         nn.init.zeros_(self.hourglass.decoder.conv.weight)
         bias = ([float(bg_init)] + [0.0] * num_kp) * int(use_mask) + [0.0, 0.0] * int(use_correction)
@@ -277,7 +285,7 @@ class MotionTransferGenerator(nn.Module):
 
     def __init__(self, num_channels, num_kp, kp_variance, block_expansion, max_features, num_blocks,
                  num_refinement_blocks, dense_motion_params=None, kp_embedding_params=None,
-                 interpolation_mode="nearest", align_corners=True):
+                 interpolation_mode="nearest", align_corners=True, attention=None):
         super().__init__()
         self.appearance_encoder = Encoder(block_expansion, num_channels, num_blocks, max_features)
         if kp_embedding_params is not None:
@@ -294,7 +302,9 @@ class MotionTransferGenerator(nn.Module):
                       kp_variance=kp_variance, num_channels=num_channels, align_corners=align_corners)
             if dense_motion_params is not None else None)
         self.video_decoder = Decoder(block_expansion, num_channels, num_blocks, max_features,
-                                     extra_features=embedding_features)
+                                     extra_features=embedding_features,
+                                     attention=parse_attention(DecoderAttention, attention,
+                                                               "generator_params.attention"))
         features = block_expansion + num_channels + embedding_features
         self.refinement_module = nn.Sequential()
         for i in range(num_refinement_blocks):
@@ -340,10 +350,11 @@ class MotionTransferGenerator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Single-scale pix2pix-like discriminator on [image, driving keypoint Gaussians]."""
+    """Single-scale pix2pix-like discriminator on [image, driving keypoint Gaussians]; ``attention``:
+    Donkey-Net's gate after every block (``marionet.nn.attention``)."""
 
     def __init__(self, num_channels=3, num_kp=10, kp_variance=0.01, scale_factor=1, block_expansion=64,
-                 num_blocks=4, max_features=512, kp_embedding_params=None, align_corners=True):
+                 num_blocks=4, max_features=512, kp_embedding_params=None, align_corners=True, attention=None):
         super().__init__()
         if kp_embedding_params is not None:
             self.kp_embedding = construct(MovementEmbedding, kp_embedding_params, "discriminator_params."
@@ -358,15 +369,21 @@ class Discriminator(nn.Module):
                                min(max_features, block_expansion * 2 ** (i + 1)), norm=i != 0)
             for i in range(num_blocks))
         self.conv = nn.Conv2d(self.down_blocks[-1].conv.out_channels, 1, kernel_size=1)
+        self.attention = discriminator_gates([block.conv.out_channels for block in self.down_blocks],
+                                             parse_attention(DiscriminatorAttention, attention,
+                                                             "discriminator_params.attention"))
         self.scale_factor = scale_factor
 
     def forward(self, x, kp_driving, kp_source=None):
-        """x (B, C, H, W) -> [x, block_1, ..., block_n, patch scores (B, 1, h, w)], as the official list."""
+        """x (B, C, H, W) -> [x, block_1, ..., block_n, patch scores (B, 1, h, w)], as the official list;
+        with attention, each block's map is its gated output."""
         maps = [x]
         x = _downscale(x, self.scale_factor)
         out = x if self.kp_embedding is None else torch.cat([x, self.kp_embedding(x, kp_driving, kp_source)], dim=1)
-        for block in self.down_blocks:
+        for i, block in enumerate(self.down_blocks):
             out = block(out)
+            if self.attention is not None:
+                out = self.attention[i](out)
             maps.append(out)
         maps.append(self.conv(out))
         return maps
@@ -649,6 +666,9 @@ class MonkeyNet(ModelFamily):
         out = {}
         for key, value in state.items():
             name = key.replace("refinement_module.conv-last.", "refinement_module.conv_last.")
+            if "eca_convs." in key or "spatial_gate_" in key:
+                raise MarionetError(f"official {module_name} weights: {key} is a Donkey-Net attention weight; load "
+                                    "the checkpoint with its config's family: donkeynet, or without a family key")
             if value.dim() == 5:
                 if not key.endswith("weight") or value.shape[2] != 1:
                     raise MarionetError(

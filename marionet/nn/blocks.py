@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from marionet.nn.attention import DecoderAttention, DecoderGate
+
 
 class SameBlock2d(nn.Module):
     """conv -> BN -> ReLU at constant resolution; the down and up blocks add a resize."""
@@ -75,17 +77,20 @@ class Decoder(nn.Module):
 
     ``extra_features``: channels the caller has already concatenated to every skip (Monkey-Net's
     keypoint embedding); ``out_features``: a final 3x3 conv to that many channels (Monkey-Net's
-    ``decoder.conv``), else the output has ``out_filters`` channels.
+    ``decoder.conv``), else the output has ``out_filters`` channels; ``attention``: a
+    ``DecoderAttention`` (Donkey-Net's gate after every up block, before its skip is concatenated).
     """
 
     def __init__(self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256,
-                 extra_features: int = 0, out_features: int | None = None):
+                 extra_features: int = 0, out_features: int | None = None, attention: DecoderAttention | None = None):
         super().__init__()
         blocks = []
         for i in reversed(range(num_blocks)):
             in_filters = (1 if i == num_blocks - 1 else 2) * min(max_features, block_expansion * 2 ** (i + 1))
             blocks.append(UpBlock2d(in_filters + extra_features, min(max_features, block_expansion * 2 ** i)))
         self.up_blocks = nn.ModuleList(blocks)
+        widths = [block.conv.out_channels for block in blocks]                       # deepest first
+        self.attention = DecoderGate(widths, attention) if attention is not None else None
         self.out_filters = block_expansion + in_features + extra_features
         if out_features is not None:
             self.conv = nn.Conv2d(self.out_filters, out_features, kernel_size=3, padding=1)
@@ -96,8 +101,11 @@ class Decoder(nn.Module):
     def forward(self, skips: list[torch.Tensor]):
         skips = list(skips)
         out = skips.pop()
-        for block in self.up_blocks:
-            out = torch.cat([block(out), skips.pop()], dim=1)
+        for level, block in enumerate(self.up_blocks):
+            out = block(out)
+            if self.attention is not None:
+                out = self.attention(out, level)
+            out = torch.cat([out, skips.pop()], dim=1)
         return out if self.conv is None else self.conv(out)
 
 
@@ -109,10 +117,11 @@ class Hourglass(nn.Module):
     """
 
     def __init__(self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256,
-                 out_features: int | None = None):
+                 out_features: int | None = None, attention: DecoderAttention | None = None):
         super().__init__()
         self.encoder = Encoder(block_expansion, in_features, num_blocks, max_features)
-        self.decoder = Decoder(block_expansion, in_features, num_blocks, max_features, out_features=out_features)
+        self.decoder = Decoder(block_expansion, in_features, num_blocks, max_features, out_features=out_features,
+                               attention=attention)
         self.out_filters = self.decoder.out_filters
         self.num_blocks = num_blocks
 
@@ -170,3 +179,16 @@ class AntiAliasInterpolation2d(nn.Module):
         x = F.pad(x, (self.ka, self.kb, self.ka, self.kb))
         x = F.conv2d(x, self.weight, groups=self.groups)
         return x[:, :, ::self.stride, ::self.stride]
+
+
+def vgg_features(config) -> nn.Sequential:
+    """A VGG feature stack named as torchvision's ``vgg*.features``: conv 3x3 + ReLU for each width in
+    ``config``, 2x2 max-pooling for each "M"."""
+    layers, channels = [], 3
+    for v in config:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(channels, v, 3, padding=1), nn.ReLU()]
+            channels = v
+    return nn.Sequential(*layers)

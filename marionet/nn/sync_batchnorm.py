@@ -51,8 +51,10 @@ def _convert(module: nn.Module, process_group) -> nn.Module:
         new = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
         new.process_group = process_group
         new.load_state_dict(module.state_dict())
-        new.to(module.running_mean.device)
-        return new
+        new.to(module.running_mean.device, module.running_mean.dtype)   # float64 runs too
+        for name, p in module.named_parameters(recurse=False):  # a frozen layer stays frozen (KP-mask's detector)
+            getattr(new, name).requires_grad_(p.requires_grad)
+        return new.train(module.training)
     for name, child in module.named_children():
         setattr(module, name, _convert(child, process_group))
     return module
