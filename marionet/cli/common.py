@@ -51,8 +51,9 @@ def load_model(args):
         builtin_checkpoint(args.model)  # an unknown name: the error lists the built-in models
     elif args.checkpoint is None:
         if args.config is None or not getattr(args, "allow_untrained", False):
-            raise MarionetError("give --model NAME or --checkpoint FILE (with --config for an official checkpoint); "
-                                "--config alone would run the model with random weights (add --allow-untrained for that)")
+            raise MarionetError("give --model NAME or --checkpoint FILE (with --config for an official checkpoint), e.g. "
+                                "--model faces for a photo of a face (no download); --config alone would run the "
+                                "model with random weights (add --allow-untrained for that)")
         import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
