@@ -4,6 +4,7 @@ A ``MarionetError`` is a problem with the user's input (a missing or corrupt fil
 does not match its config, ...). The CLI prints its message on one line and exits with status 2;
 anything else is a bug and keeps its traceback.
 """
+import importlib
 
 
 class MarionetError(Exception):
@@ -20,3 +21,12 @@ class ConfigError(MarionetError, ValueError):
 
 class Interrupted(Exception):
     """A run stopped by Ctrl-C or SIGTERM after saving what it could; the message says what was kept."""
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency, or say which extra provides it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MarionetError(f"{module} is not installed ({e}); install the optional part: "
+                            f"pip install 'marionet[{extra}]'") from None

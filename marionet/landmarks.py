@@ -15,7 +15,6 @@ imported on first use; a missing one is a one-line MarionetError naming the extr
 from __future__ import annotations
 
 import hashlib
-import importlib
 import importlib.util
 import os
 import warnings
@@ -23,16 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from marionet.errors import MarionetError
-
-
-def require(module: str, extra: str):
-    """Import an optional dependency, or say which extra provides it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise MarionetError(f"{module} is not installed ({e}); install the optional part: "
-                            f"pip install 'marionet[{extra}]'") from None
+from marionet.errors import MarionetError, require
 
 
 def _uint8(image) -> np.ndarray:

@@ -56,7 +56,8 @@ class AnimationPipeline:
             raise MarionetError(f"--precision {precision}: a CPU path; on {self.device.type} use fp32")
         keep_freed_memory()
         channels_last = self.memory_format == torch.channels_last
-        model, used = optimize(self.model, precision, inplace=inplace, channels_last=channels_last)
+        model, used = optimize(self.model, precision, inplace=inplace, channels_last=channels_last,
+                               image_heads=self.model.image_heads)
         pipeline = AnimationPipeline(model, self.config, self.device, channels_last)
         pipeline.precision = used
         return pipeline
@@ -65,7 +66,7 @@ class AnimationPipeline:
         """``pipeline.<name>(image, fit="crop")`` for each of the family's ``image_outputs`` (e.g. KP-mask's
         ``mask``): one (H, W, 3) image -> that output as a float32 array, without the batch axis."""
         model = self.__dict__.get("model")
-        if model is None or name not in getattr(model, "image_outputs", ()):
+        if model is None or name not in model.image_outputs:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
         @torch.no_grad()

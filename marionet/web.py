@@ -29,7 +29,7 @@ def offline_gradio():
     """gradio, imported with every phone-home switched off."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     os.environ["HF_HUB_OFFLINE"] = "1"
-    from marionet.landmarks import require
+    from marionet.errors import require
 
     return require("gradio", "web")
 

@@ -393,7 +393,7 @@ def sample_pair(rng: np.random.Generator, frames: int, min_gap: float = 0.02) ->
 def read_info(path) -> tuple[np.ndarray, np.ndarray]:
     """An original info file (a struct ``data`` with ``X`` (14, 2, T) in 1-based pixels and ``bbox``
     (T, 4)) -> (joints (T, 14, 2) 0-based, bbox (T, 4))."""
-    from marionet.landmarks import require
+    from marionet.errors import require
 
     sio = require("scipy.io", "pose")
     path = Path(path)
@@ -416,7 +416,7 @@ def read_info(path) -> tuple[np.ndarray, np.ndarray]:
 def write_info(path, joints: np.ndarray, bbox: np.ndarray, visibility: np.ndarray | None = None) -> None:
     """Write an original info file atomically: joints (T, 14, 2) 0-based -> X (14, 2, T) 1-based."""
     from marionet.files import atomic_write
-    from marionet.landmarks import require
+    from marionet.errors import require
 
     sio = require("scipy.io", "pose")
     data = {"X": np.asarray(joints, np.float64).transpose(1, 2, 0) + 1.0, "bbox": np.asarray(bbox, np.float64)}

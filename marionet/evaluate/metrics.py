@@ -31,7 +31,7 @@ KINDS = ("face", "body", "humanoid", "quadruped", "face-puppet")
 
 def pixel_metrics(real: np.ndarray, fake: np.ndarray) -> dict[str, np.ndarray]:
     """real, fake (N, H, W, 3) float in [0, 1] -> per-frame {"l1", "psnr", "ssim"}, each (N,)."""
-    from marionet.landmarks import require
+    from marionet.errors import require
 
     metrics = require("skimage.metrics", "eval")
     real, fake = real.astype(np.float64), fake.astype(np.float64)

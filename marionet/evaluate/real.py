@@ -197,7 +197,7 @@ def _markdown(metrics: dict) -> str:
 
 
 def _plot_curves(path: Path, per_frame: dict) -> None:
-    from marionet.landmarks import require
+    from marionet.errors import require
 
     require("matplotlib", "eval").use("Agg")
     import matplotlib.pyplot as plt

@@ -19,11 +19,11 @@ __all__ = ["optimize", "fuse", "set_precision", "cpu_features", "unavailable", "
 
 
 def optimize(model: nn.Module, precision: str = "fp32", inplace: bool = False,
-             channels_last: bool = True) -> tuple[nn.Module, str]:
+             channels_last: bool = True, image_heads: tuple[str, ...] = ()) -> tuple[nn.Module, str]:
     """An eval-mode copy of ``model`` (or ``model`` itself with ``inplace``) with fused blocks running at
     ``precision`` -> (model, the precision in effect: float32 where the CPU lacks the instructions)."""
     unavailable(precision)  # an unknown name is an error
-    model = fuse(model, inplace=inplace)
+    model = fuse(model, inplace=inplace, image_heads=image_heads)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model, set_precision(model, precision)

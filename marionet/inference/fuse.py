@@ -191,7 +191,7 @@ def rewrite(module: nn.Module) -> nn.Module | None:
     return None
 
 
-def fuse(model: nn.Module, inplace: bool = False) -> nn.Module:
+def fuse(model: nn.Module, inplace: bool = False, image_heads: tuple[str, ...] = ()) -> nn.Module:
     """``model`` (eval mode) with its shared blocks rewritten (see the module docstring), and the plain
     convolutions its family lists in ``image_heads`` (pixels out, not geometry) as FoldedConvs too."""
     if not inplace:
@@ -202,7 +202,7 @@ def fuse(model: nn.Module, inplace: bool = False) -> nn.Module:
             new = rewrite(child)
             if new is not None:
                 setattr(parent, name, new.to(child_device(child)))
-    for path in getattr(model, "image_heads", ()):
+    for path in image_heads:
         parent_path, _, name = path.rpartition(".")
         parent = model.get_submodule(parent_path)
         conv = getattr(parent, name, None)

@@ -28,13 +28,9 @@ EXTRA = "export"           # the pip extra with onnx, onnxscript and onnxruntime
 
 def require(module: str):
     """Import an optional dependency of the export extra, or a one-line error naming the extra."""
-    import importlib
+    from marionet.errors import require as require_extra
 
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise MarionetError(f"{module} is not installed: ONNX export and the onnxruntime backend need the "
-                            f"'{EXTRA}' extra (pip install 'marionet[{EXTRA}]')") from None
+    return require_extra(module, EXTRA)
 
 
 class OnnxModel(nn.Module):

@@ -35,6 +35,8 @@ class ModelFamily(nn.Module):
     # True: target poses are given as joints (``transfer(source, source_joints, joints)``), not driving
     # frames; ``reconstruct`` feeds it ground-truth joints and ``pose-transfer`` accepts it (posewarp)
     driven_by_joints: ClassVar[bool] = False
+    # convolutions (dotted paths) whose output is pixels, not geometry: reduced precision may cover them
+    image_heads: ClassVar[tuple[str, ...]] = ()
 
     kp_detector: nn.Module | None
     generator: nn.Module

@@ -570,7 +570,6 @@ class FOMM(ModelFamily):
     family = "fomm"
     TrainParams = FOMMTrainParams
     keypoint_fields = ("value", "jacobian")
-    # heads whose output is pixels, not geometry: reduced precision may cover them (marionet.inference)
     image_heads = ("generator.final",)
 
     @classmethod
