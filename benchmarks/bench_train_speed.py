@@ -1,6 +1,6 @@
 """Training speed of vox-256 at batch 1: marionet's trainer against the reference training step.
 
-    .venv/bin/python -m benchmarks.bench_train_speed [--steps 4] [--repeats 3] [--size 256] [--check]
+    .venv/bin/python -m benchmarks.bench_train_speed [--steps 4] [--repeats 3] [--size 256] [--check | --check-bf16]
 
 The reference step is the official train.py iteration written out plainly: GeneratorFullModel's losses
 (keypoints of source and driving, generator, the image pyramid, VGG19 on each level of the generated and the
@@ -12,8 +12,12 @@ vox-256 trains). marionet's side is Trainer.step on the same batches (the two al
 machine noise hits both; wall-clock and process CPU time, which with --threads 1 hardly depends on the
 machine's load), then the whole `marionet train` loop (data loading from disk, logging), timed from its log.
 
+Where the CPU has bfloat16 dot products, Trainer.step with `--precision bf16` (autocast) is timed as well.
+
 --check compares the weights after one step from the same weights and batch (reference step against
-Trainer.step), in float64 so that only the order of summation differs.
+Trainer.step), in float64 so that only the order of summation differs. --check-bf16 compares a bf16
+autocast step with the float32 reference: the losses, the gradients' cosine, and the share of weights
+that Adam's first step moves the same way.
 """
 from __future__ import annotations
 
@@ -134,21 +138,21 @@ def reference_step(cfg: dict):
     return ReferenceStep(model, model.train_params(cfg)).step
 
 
-def marionet_step(cfg: dict, data: Path, out: Path):
+def marionet_step(cfg: dict, data: Path, out: Path, precision: str = "fp32"):
     from marionet.train import RunOptions, Trainer
 
-    trainer = Trainer(copy.deepcopy(cfg), data, out, RunOptions(steps=100, progress=False))
+    trainer = Trainer(copy.deepcopy(cfg), data, out, RunOptions(steps=100, progress=False, precision=precision))
     trainer.model.train()
     return lambda batch: trainer.step(trainer.to_device(batch))
 
 
-def loop_rate(cfg: dict, data: Path, steps: int) -> float:
+def loop_rate(cfg: dict, data: Path, steps: int, precision: str = "fp32") -> float:
     """Seconds per iteration of `marionet train` as a whole (data loading, logging), from its log.csv."""
     from marionet.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
         train(copy.deepcopy(cfg), data, Path(tmp) / "run", steps=steps + 1, checkpoint_every=10 ** 9,
-              visual_every=10 ** 9, progress=False)
+              visual_every=10 ** 9, progress=False, precision=precision)
         with open(Path(tmp) / "run" / "log.csv", newline="") as f:
             seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
     return (seconds[-1] - seconds[0]) / steps
@@ -162,17 +166,21 @@ def compare(steps: int = 3, repeats: int = 2, size: int = 256, loop: bool = True
     with tempfile.TemporaryDirectory() as tmp:
         data = videos(Path(tmp) / "data", size)
         items = batches(data, cfg, steps + 1)
-        times = {"reference": [], "marionet": []}
+        from marionet.inference import unavailable
+
+        bf16 = unavailable("bf16") is None
+        times = {"reference": [], "marionet": []} | ({"marionet bf16": []} if bf16 else {})
         loads = [os.getloadavg()[0]]
         for r in range(repeats):
             times["reference"].append(timed(reference_step(cfg), items))
             times["marionet"].append(timed(marionet_step(cfg, data, Path(tmp) / f"run{r}"), items))
+            if bf16:
+                times["marionet bf16"].append(timed(marionet_step(cfg, data, Path(tmp) / f"bf16-{r}", "bf16"), items))
             loads.append(os.getloadavg()[0])
             print(f"repeat {r}: " + ", ".join(f"{k} {v[-1][0]:.2f} s ({v[-1][1]:.2f} CPU s)" for k, v in times.items()),
                   file=sys.stderr)
-        whole = loop_rate(cfg, data, steps) if loop else None
+        wholes = {p: loop_rate(cfg, data, steps, p) for p in (("fp32", "bf16") if bf16 else ("fp32",))} if loop else {}
     ref_wall, ref_cpu = np.median([t[0] for t in times["reference"]]), np.median([t[1] for t in times["reference"]])
-    own_wall, own_cpu = np.median([t[0] for t in times["marionet"]]), np.median([t[1] for t in times["marionet"]])
     print(f"\nvox-256 training at {size}x{size}, batch 1, random VGG19, vox-256 losses (no GAN), {steps} timed steps x "
           f"{repeats} interleaved repeats, {torch.get_num_threads()} threads, load average "
           f"{min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores")
@@ -180,12 +188,19 @@ def compare(steps: int = 3, repeats: int = 2, size: int = 256, loop: bool = True
     print("| --- | --- | --- | --- | --- | --- |")
     print(f"| reference step (official losses, default memory format) | {ref_wall:.2f} | {1 / ref_wall:.3f} | 1.00x | "
           f"{ref_cpu:.2f} | 1.00x |")
-    print(f"| marionet Trainer.step | {own_wall:.2f} | {1 / own_wall:.3f} | {ref_wall / own_wall:.2f}x | {own_cpu:.2f} | "
-          f"{ref_cpu / own_cpu:.2f}x |")
-    if whole:
-        print(f"| `marionet train`, whole loop (data loading, logging) | {whole:.2f} | {1 / whole:.3f} | "
-              f"{ref_wall / whole:.2f}x | | |")
-    return {"reference": 1 / ref_wall, "marionet": 1 / own_wall, "loop": 1 / whole if whole else None}
+    rates = {}
+    for name, label in (("marionet", "marionet `Trainer.step`"),
+                        ("marionet bf16", "marionet `Trainer.step`, `--precision bf16`")):
+        if name not in times:
+            continue
+        own_wall, own_cpu = np.median([t[0] for t in times[name]]), np.median([t[1] for t in times[name]])
+        rates[name] = 1 / own_wall
+        print(f"| {label} | {own_wall:.2f} | {1 / own_wall:.3f} | {ref_wall / own_wall:.2f}x | {own_cpu:.2f} | "
+              f"{ref_cpu / own_cpu:.2f}x |")
+    for precision, whole in wholes.items():
+        print(f"| `marionet train --precision {precision}`, whole loop (data loading, logging) | {whole:.2f} | "
+              f"{1 / whole:.3f} | {ref_wall / whole:.2f}x | | |")
+    return {"reference": 1 / ref_wall, **rates, **{f"loop {p}": 1 / w for p, w in wholes.items()}}
 
 
 def check(size: int = 128) -> dict:
@@ -215,6 +230,47 @@ def check(size: int = 128) -> dict:
     return diffs
 
 
+def check_bf16(size: int = 128) -> dict:
+    """Trainer.step with bf16 autocast against the float32 reference step, from the same weights and batch:
+    each loss's relative difference, the cosine between the two gradients of each network, and the
+    fraction of weights that Adam's first step moves the same way."""
+    from marionet.train import RunOptions, Trainer
+
+    cfg = config(size)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = videos(Path(tmp) / "data", size)
+        trainer = Trainer(cfg, data, Path(tmp) / "run", RunOptions(steps=1, precision="bf16", progress=False))
+        if trainer.amp is None:
+            raise SystemExit("this CPU has no bfloat16 support: nothing to check")
+        batch = trainer.to_device(batches(data, cfg, 1)[0])
+        reference = copy.deepcopy(trainer.model)
+        before = copy.deepcopy(trainer.model)
+        step = ReferenceStep(reference, trainer.params)
+        step.vgg.load_state_dict(trainer.objective.perceptual.vgg.state_dict())
+        trainer.model.train()
+        reference.train()
+        ref_losses = step.losses(batch)
+        sum(v.mean() for v in ref_losses.values()).backward()
+        own_losses, _ = trainer.step(batch)
+    result = {f"loss {k}": abs(own_losses[k] - float(v)) / abs(float(v)) for k, v in ref_losses.items()}
+    for name in ("generator", "kp_detector"):
+        own = dict(getattr(trainer.model, name).named_parameters())
+        old = dict(getattr(before, name).named_parameters())
+        ref = [p.grad.flatten() for _, p in getattr(reference, name).named_parameters() if p.grad is not None]
+        got = [own[k].grad.flatten() for k, p in getattr(reference, name).named_parameters() if p.grad is not None]
+        ref, got = torch.cat(ref), torch.cat(got)
+        result[f"gradient cosine {name}"] = float(torch.nn.functional.cosine_similarity(ref, got, dim=0))
+        moved = torch.cat([(own[k] - old[k]).flatten() for k, _ in getattr(reference, name).named_parameters()])
+        agree = (torch.sign(moved) == -torch.sign(torch.cat([p.grad.flatten() if p.grad is not None else
+                                                              torch.zeros_like(p).flatten()
+                                                              for _, p in getattr(reference, name).named_parameters()])))
+        result[f"same direction {name}"] = float(agree.float().mean())
+    print(f"bf16 autocast step against the float32 reference ({size}x{size}, same weights and batch):")
+    for k, v in result.items():
+        print(f"  {k:<40}{v:.4f}")
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=3)
@@ -222,12 +278,16 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--check", action="store_true", help="weights after one step against the reference (float64)")
+    ap.add_argument("--check-bf16", action="store_true", help="a bf16 autocast step against the float32 reference")
     ap.add_argument("--no-loop", action="store_true", help="skip timing the whole `marionet train` loop")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.check:
         check()
+        return
+    if args.check_bf16:
+        check_bf16()
         return
     compare(args.steps, args.repeats, args.size, loop=not args.no_loop)
 

@@ -12,7 +12,8 @@ Trains, at the same number of steps and batch size, on the paired puppets of ben
   donkeynet-pass1         Donkey-Net with attention (configs/donkeynet-puppets-64.yaml), pass 1 only
   donkeynet-both          configs/donkeynet-puppets-64.yaml as it is
 then runs the reconstruction protocol on the held-out pairs (seed 777, 24 pairs of 32 frames):
-cross-identity (`reconstruct --pairs`, absolute and relative motion) and same identity, printing L1 / AKD /
+cross-identity (`reconstruct --pairs`, absolute and relative motion, relative with
+`--still-background`) and same identity, printing L1 / AKD /
 MKR beside copying the source (WORK/table.json), with the built-in `puppets` for reference. Every model
 trains the first --stop-after steps of a --steps schedule (the learning rate falls at 60% and 90% of
 --steps): the equal budget. Runs resume when the command is repeated; --jobs trains that many models at once, one thread each; --eval-only trains
@@ -24,6 +25,12 @@ measures `marionet pair` instead: 24 pairs of puppets sharing a motion per split
 --videos 96 --frames 32 --seed 21 --test-fraction 0.5`) mixed with 24 unpaired puppets per split (seed
 22), paired with the ground-truth joints and with each model's keypoint detector; prints precision and
 recall of the true pairs (WORK/pairing.json).
+
+    .venv/bin/python -m benchmarks.donkeynet_table --bounds
+
+prints what the held-out cross-identity protocol allows at best (WORK/bounds.json), as a fraction of
+copying the source: A's true frames with its background held still (a model cannot know A's camera pan
+from B's video), and A rendered with B's proportions, still background (absolute keypoints copied exactly).
 """
 from __future__ import annotations
 
@@ -109,6 +116,42 @@ def pairing(work: Path, models: list[str]) -> None:
             print(f"  {source:<36}{split:<8}{acc['found']:>12}{acc['precision']:>11.3f}{acc['recall']:>8.3f}")
 
 
+def _frames(video: Path):
+    import numpy as np
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in sorted(video.glob("*.png"))]) \
+        .astype(np.float32) / 255
+
+
+def bounds(heldout: Path, work: Path) -> None:
+    """Cross-identity L1 of two renderings of A in the shared motion, against A's real frames."""
+    import numpy as np
+
+    from marionet.data.pairs import video_pairs
+    from marionet.data.puppets import ground_truth_path, load_ground_truth, render_video
+
+    test = sorted((heldout / "test").iterdir())
+    sums = {"copy the source": 0.0, "A, background still": 0.0, "A with B's proportions, background still": 0.0}
+    pairs = video_pairs(heldout, "test", test, both_orders=True)
+    for a, b in pairs:
+        ga, gb = (load_ground_truth(ground_truth_path(v)) for v in (a, b))
+        kind, size, frames = ga["kind"], int(ga["size"]), len(ga["joints"])
+        render = dict(motion_seed=int(ga["motion_seed"]), fps=float(ga["fps"]))
+        real, still, shaped = (render_video(kind, size, frames, int(ga["seed"]), **render, **options)[0]
+                               .astype(np.float32) / 255
+                               for options in ({}, {"still_background": True},
+                                               {"still_background": True, "shape_seed": int(gb["shape_seed"])}))
+        assert np.array_equal(real, _frames(a)), f"{a}: not re-rendered as written"
+        for name, fake in zip(sums, (real[:1], still, shaped)):
+            sums[name] += float(np.abs(fake - real).mean())
+    result = {name: total / len(pairs) for name, total in sums.items()}
+    (work / "bounds.json").write_text(json.dumps(result, indent=2))
+    print(f"cross-identity bounds on {len(pairs)} held-out ordered pairs (L1, and as a fraction of copying the source):")
+    for name, l1 in result.items():
+        print(f"  {name:<44}{l1:>8.4f}{l1 / result['copy the source']:>7.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=2000)
@@ -119,6 +162,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--eval-only", action="store_true", help="train nothing, evaluate the runs as they are")
     ap.add_argument("--pairing", action="store_true", help="measure marionet pair instead (see above)")
+    ap.add_argument("--bounds", action="store_true", help="the cross-identity protocol's bounds instead (see above)")
     ap.add_argument("--model", action="append", default=[], help="with --pairing: a built-in model or a run "
                                                                  "directory whose detector pairs too (repeatable)")
     args = ap.parse_args()
@@ -128,6 +172,9 @@ def main() -> None:
         pairing(work, args.model)
         return
     data, heldout = render_data(Path(args.data))
+    if args.bounds:
+        bounds(heldout, work)
+        return
 
     budget = min(args.stop_after or args.steps, args.steps)
     commands = []

@@ -15,6 +15,9 @@
    frame t. Prints L1, AKD and MKR (the shipped humanoid regressor as the pose estimator) beside copying
    the source, and a bound: the real frame's puppet pasted over the source frame with the hole it left
    filled perfectly (what a model that keeps the background still could reach at best); WORK/table.json.
+   Each posewarp model is measured twice: as it runs (the source's own background pixels where its
+   segmentation says background, `composite_on_source`) and with the composite it trained with (the
+   filled background everywhere: "filled background").
    A model's measurement is kept in WORK/rec/<set>-<model>/metrics.json and reused while it is newer
    than the model's weights.
 """
@@ -120,12 +123,19 @@ def measured(out: Path, source) -> dict | None:
     return None
 
 
-def load(source):
+def load(source, filled_background: bool = False):
+    """A model; ``filled_background``: posewarp's composite as trained (the filled background everywhere)
+    instead of the source's own background pixels."""
+    import functools
+
     import marionet
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return marionet.load(source)
+        pipeline = marionet.load(source)
+    if filled_background:
+        pipeline.model.transfer = functools.partial(pipeline.model.transfer, source_background=False)
+    return pipeline
 
 
 def print_rows(label: str, rows: dict, pairs: bool) -> None:
@@ -168,8 +178,11 @@ def main() -> None:
     for label, (videos, pairs) in heldout_sets(work, args.long).items():
         rows = {}
         for name, source in models.items():
-            out = work / "rec" / re.sub(r"[^a-z0-9]+", "-", f"{label} {name.split(' (')[0]}".lower())
-            rows[name] = measured(out, source) or reconstruct(load(source), videos, out, progress=False, pairs=pairs)
+            for filled in (False, True) if "posewarp" in name else (False,):
+                row = f"{name}, filled background" if filled else name
+                out = work / "rec" / re.sub(r"[^a-z0-9]+", "-", f"{label} {row.replace(' (float16)', '')}".lower())
+                rows[row] = measured(out, source) or reconstruct(load(source, filled), videos, out, progress=False,
+                                                                 pairs=pairs)
         rows["bound"] = {"l1": still_background_bound(videos, pairs)}
         table[label] = rows
         print_rows(label, rows, pairs)

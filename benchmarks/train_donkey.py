@@ -38,6 +38,7 @@ BUILTIN = "donkey-puppets"
 BATCH = 4
 RECIPE = [Stage(2000)]
 PROTOCOLS = {"cross-identity": dict(pairs=True), "cross-identity, relative": dict(pairs=True, relative=True),
+             "cross-identity, relative, still": dict(pairs=True, relative=True, still_background=True),
              "same identity": dict()}
 
 

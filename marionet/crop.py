@@ -149,7 +149,8 @@ def driving_squares(frames: Iterable[np.ndarray], kind: str, mode: str, name: st
 
 def animate_in_place(pipeline, source: np.ndarray, open_driving, crop: str = "face", driving_crop: str = "fixed",
                      best: bool = False, relative: bool = True, adapt_scale: bool = True, batch_size: int = 4,
-                     fit: str = "crop", names: tuple[str, str] = ("the source", "the driving video")) -> Iterator:
+                     fit: str = "crop", names: tuple[str, str] = ("the source", "the driving video"),
+                     still_background: bool = False) -> Iterator:
     """Animate the subject of ``source`` (H, W, 3) in place: yields (H, W, 3) float32 frames, the source
     everywhere but the feathered square around its face or body (``crop`` face|body), or the model's
     frames as they are (``crop="none"``). ``open_driving()`` returns a fresh iterator over the driving
@@ -169,7 +170,8 @@ def animate_in_place(pipeline, source: np.ndarray, open_driving, crop: str = "fa
 
         def frames():
             return (cut(frame, s, size) for frame, s in zip(open_driving(), squares))
-    animate = dict(relative=relative, adapt_scale=adapt_scale, batch_size=batch_size, fit=fit)
+    animate = dict(relative=relative, adapt_scale=adapt_scale, batch_size=batch_size, fit=fit,
+                   still_background=still_background)
     if best:
         driving = [tensor_to_frames(pipeline.to_tensor(f, fit))[0] for f in frames()]     # at the model's size
         start = best_frame(source_in, driving)

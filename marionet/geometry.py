@@ -6,6 +6,9 @@ convention of ``grid_sample``).
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import torch
 
 
@@ -28,6 +31,34 @@ def kp2gaussian(mean: torch.Tensor, spatial_size: tuple[int, int], kp_variance: 
     return torch.exp(-0.5 * (diff ** 2).sum(-1) / kp_variance)
 
 
+def geometry_precision(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 when it is in a half precision (bf16 autocast): keypoint geometry (softmax
+    heatmaps, means, covariances, Jacobians) stays float32 however the convolutions run."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
+def float32_geometry(fn):
+    """Under autocast, run ``fn`` with autocast off and its half-precision tensor arguments (also
+    the values of dict arguments) in float32: autocast would otherwise round keypoint sums, einsums
+    and matrix products to bfloat16 (1/256 of the frame). Without autocast ``fn`` runs as it is."""
+    def cast(x):
+        if torch.is_tensor(x):
+            return geometry_precision(x)
+        return {k: cast(v) for k, v in x.items()} if isinstance(x, dict) else x
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        devices = [d for d in ("cpu", "cuda") if torch.is_autocast_enabled(d)]
+        if not devices:
+            return fn(*args, **kwargs)
+        with contextlib.ExitStack() as stack:
+            for d in devices:
+                stack.enter_context(torch.autocast(d, enabled=False))
+            return fn(*[cast(a) for a in args], **{k: cast(v) for k, v in kwargs.items()})
+    return wrapper
+
+
+@float32_geometry
 def heatmap_to_mean(heatmap: torch.Tensor) -> torch.Tensor:
     """Expected (x, y) of a spatial distribution. heatmap: (B, K, H, W), summing to 1 -> (B, K, 2)."""
     grid = make_coordinate_grid(*heatmap.shape[2:], dtype=heatmap.dtype, device=heatmap.device)

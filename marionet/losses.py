@@ -24,6 +24,8 @@ _VGG19_CUTS = (2, 7, 12, 21, 30)
 class Vgg19(nn.Module):
     """Frozen VGG19 feature pyramid; parameter names follow torchvision's ``vgg19().features``."""
 
+    frozen_features = True   # the trainer may keep ``features`` in bf16 under bf16 autocast
+
     def __init__(self):
         super().__init__()
         self.features = vgg_features(_VGG19_CFG)

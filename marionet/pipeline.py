@@ -110,27 +110,33 @@ class AnimationPipeline:
     @torch.no_grad()
     def animate(self, source: np.ndarray, driving: np.ndarray, relative: bool = True, adapt_scale: bool = True,
                 batch_size: int = 4, fit: str = "crop", crop: str = "none", driving_crop: str = "fixed",
-                best_frame: bool = False) -> np.ndarray:
+                best_frame: bool = False, still_background: bool = False) -> np.ndarray:
         """Animate ``source`` (H, W, 3) with ``driving`` (T, H, W, 3) -> (T, h, w, 3) float32 in [0, 1].
 
         ``crop="face"|"body"``: animate the subject found in the source and paste it back, so frames are
         (T, H, W, 3), the source's size (``marionet.crop``); ``best_frame``: start from the driving frame
-        whose face pose is closest to the source's."""
+        whose face pose is closest to the source's; ``still_background``: see ``animate_stream``."""
         if crop != "none" or best_frame:
             from marionet.crop import animate_in_place
 
             frames = list(animate_in_place(self, source, lambda: iter(driving), crop, driving_crop, best_frame,
-                                           relative, adapt_scale, batch_size, fit))
+                                           relative, adapt_scale, batch_size, fit, still_background=still_background))
         else:
-            frames = list(self.animate_stream(source, driving, relative, adapt_scale, batch_size, fit))
+            frames = list(self.animate_stream(source, driving, relative, adapt_scale, batch_size, fit,
+                                              still_background))
         if not frames:
             raise ValueError("the driving video has no frames")
         return np.stack(frames)
 
     @torch.no_grad()
     def animate_stream(self, source: np.ndarray, driving: Iterable[np.ndarray], relative: bool = True,
-                       adapt_scale: bool = True, batch_size: int = 4, fit: str = "crop") -> Iterator[np.ndarray]:
-        """Yield one (h, w, 3) float32 frame per driving frame, reading ``driving`` lazily."""
+                       adapt_scale: bool = True, batch_size: int = 4, fit: str = "crop",
+                       still_background: bool = False) -> Iterator[np.ndarray]:
+        """Yield one (h, w, 3) float32 frame per driving frame, reading ``driving`` lazily.
+
+        A model that estimates camera motion (``background``) moves the source's background with the
+        driving video's camera; ``still_background`` keeps it still, as it should be when the source is
+        another subject filmed apart from the driving video (its background does not share that camera)."""
         encoded = self.encode(source, fit)
         kp_initial, initial, scale = None, None, 1.0
         for batch in _batches(driving, batch_size):
@@ -143,7 +149,8 @@ class AnimationPipeline:
                     scale = movement_scale(encoded.kp, kp_initial)
             kp = self.model.transfer_keypoints(encoded.kp, kp_driving, kp_initial, relative, scale)
             # relative: the camera's motion since the first driving frame
-            background = self.model.background(initial if relative else encoded.image, driving_t)
+            background = None if still_background else \
+                self.model.background(initial if relative else encoded.image, driving_t)
             yield from self.render(encoded, kp, background)
 
     @torch.no_grad()

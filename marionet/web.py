@@ -129,8 +129,9 @@ class Animator:
             with open_video(driving) as reader:
                 fps, count = reader.fps, reader.frame_count or 0
                 audio = reader.path if reader.has_audio else None
+            # an uploaded picture was not filmed by the driving video's camera: its background stays still
             frames = animate_in_place(model, image, lambda: open_video(driving), crop=crop, best=best,
-                                      relative=motion == "relative")
+                                      relative=motion == "relative", still_background=True)
             result, side = job / "result.mp4", job / "side-by-side.mp4"
             with VideoWriter(result, fps, audio_from=audio) as out, VideoWriter(side, fps) as pair, \
                     open_video(driving) as shown:

@@ -357,3 +357,25 @@ def test_pipeline_background_motion_reference_frame(relative):
     reference = pipe.to_tensor(driving[0] if relative else source)
     assert all(torch.equal(a, reference) for a, _ in calls)
     assert torch.equal(torch.cat([b for _, b in calls]), pipe.to_tensor(driving))
+
+
+def test_still_background_keeps_the_source_background_out_of_the_camera_motion():
+    """still_background: the camera motion is neither estimated nor applied; the frames are those of a
+    model without background motion, and differ from the default when the camera moves."""
+    from marionet.pipeline import AnimationPipeline
+
+    params = tiny_params()
+    params["generator_params"]["background_motion"] = {"block_expansion": 4, "max_features": 16, "num_blocks": 3}
+    pipe = AnimationPipeline(FOMM(params, with_discriminator=False), {"model_params": params,
+                             "dataset_params": {"frame_shape": [32, 32, 3]}}, channels_last=False)
+    shift = torch.tensor([[1.0, 0.0, 0.3], [0.0, 1.0, -0.2]])
+    calls = []
+    pipe.generator.background = lambda a, b: calls.append(1) or shift.expand(len(b), 2, 3)
+    source, driving = np.random.rand(32, 32, 3).astype(np.float32), np.random.rand(4, 32, 32, 3).astype(np.float32)
+    moved = pipe.animate(source, driving, batch_size=2)
+    assert len(calls) == 2
+    still = pipe.animate(source, driving, batch_size=2, still_background=True)
+    assert len(calls) == 2                      # not estimated
+    pipe.generator.background = lambda a, b: None
+    np.testing.assert_array_equal(still, pipe.animate(source, driving, batch_size=2))
+    assert np.abs(moved - still).max() > 1e-5   # random weights: the background slot is one of several

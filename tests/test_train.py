@@ -193,3 +193,40 @@ def test_default_checkpoint_interval_bounds_the_work_lost(puppets, config, tmp_p
     assert not (tmp_path / "run").exists()            # nothing is written before the run starts
     explicit = Trainer(config, puppets, tmp_path / "run", RunOptions(steps=100, checkpoint_every=30))
     assert explicit.checkpoint_every == 30
+
+
+def test_bf16_training_matches_float32_to_bf16_rounding(puppets, config, tmp_path, capsys):
+    """--precision bf16: autocast where the CPU has bfloat16 dot products (the same losses to bf16
+    rounding, weights and optimiser still float32); elsewhere a note and float32, the same run."""
+    from marionet.errors import MarionetError
+    from marionet.inference import unavailable
+
+    options = dict(steps=2, checkpoint_every=100, batch_size=2, workers=0, progress=False)
+    train(copy.deepcopy(config), puppets, tmp_path / "fp32", **options)
+    train(copy.deepcopy(config), puppets, tmp_path / "bf16", precision="bf16", **options)
+    a, b = log_rows(tmp_path / "fp32"), log_rows(tmp_path / "bf16")
+    weights = load_file(tmp_path / "bf16" / "model.safetensors")
+    assert all(v.dtype == torch.float32 for v in weights.values() if v.is_floating_point())
+    if unavailable("bf16"):
+        assert "training in fp32" in capsys.readouterr().err
+        assert [r["perceptual"] for r in a] == [r["perceptual"] for r in b]
+    else:
+        for ra, rb in zip(a, b):
+            for key in ("perceptual", "equivariance_value"):
+                assert float(rb[key]) == pytest.approx(float(ra[key]), rel=0.05), (key, ra[key], rb[key])
+            assert ra["perceptual"] != rb["perceptual"]           # bf16 did run
+    with pytest.raises(MarionetError, match="float32 weights"):
+        train(copy.deepcopy(config), puppets, tmp_path / "f64", precision="bf16", dtype=torch.float64, **options)
+
+
+def test_anti_aliasing_runs_in_float32_under_autocast():
+    """The image pyramid's blur leaves bf16 autocast (oneDNN's bf16 depthwise path with 29x29 kernels
+    takes minutes): the same values as float32, in the input's dtype."""
+    from marionet.nn.blocks import AntiAliasInterpolation2d
+
+    blur = AntiAliasInterpolation2d(3, 0.125)
+    x = torch.rand(1, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = blur(x)
+    assert y.dtype == torch.float32 and torch.equal(y, blur(x))
+    assert blur(x.double()).dtype == torch.float64

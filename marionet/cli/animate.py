@@ -20,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="use the driving keypoints as they are (default: relative motion from the first frame)")
     p.add_argument("--no-adapt-scale", action="store_true",
                    help="in relative mode, do not rescale the motion by the keypoint clouds' size ratio")
+    p.add_argument("--still-background", action="store_true",
+                   help="keep the source's background still instead of moving it with the driving video's camera "
+                        "(only models that estimate camera motion, such as the built-in puppets, move it)")
     p.add_argument("--fit", choices=FITS, default="crop",
                    help="how a non-square source or driving frame meets the model's square frame: centre crop "
                         "(default), pad with its edges, or stretch")
@@ -69,7 +72,7 @@ def run(args) -> int:
         frames = animate_in_place(model, source, driving, crop=crop, driving_crop=args.driving_crop,
                                   best=args.best_frame, relative=not args.absolute,
                                   adapt_scale=not args.no_adapt_scale, batch_size=args.batch_size, fit=args.fit,
-                                  names=(args.source, args.driving))
+                                  names=(args.source, args.driving), still_background=args.still_background)
         for frame in tqdm(frames, total=count, unit="frame", disable=None, desc="animate"):
             writer.write(frame)
     print(f"wrote {output}" + (f" ({crop} cropped and pasted back at {source.shape[1]}x{source.shape[0]})"

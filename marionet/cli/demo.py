@@ -34,7 +34,8 @@ def run(args) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model, trained = marionet.load(config="puppets-64", device=args.device), False
-    frames = model.animate(source, driving, relative=True, adapt_scale=True)
+    # another puppet's motion: its camera pan is not the source's (docs/donkey-net.md, cross-identity)
+    frames = model.animate(source, driving, relative=True, adapt_scale=True, still_background=True)
 
     h, w = frames.shape[1:3]
     src = model.to_tensor(source)[0].permute(1, 2, 0).cpu().numpy()

@@ -19,6 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "frames, for every pair (A, B) of a test group of pairs.csv (marionet synth --pairs K)")
     p.add_argument("--relative", action="store_true",
                    help="relative motion from the first driving frame (default: absolute, the papers' protocol)")
+    p.add_argument("--still-background", action="store_true",
+                   help="keep the source's background still (no camera motion from the driving video; see animate)")
     p.add_argument("--evaluate", action="store_true",
                    help="also run `marionet evaluate` on the output (OUT/evaluation/: PSNR, SSIM, per-frame curves, "
                         "worst frames; AKD/MKR/AED with --kind)")
@@ -37,7 +39,8 @@ def run(args) -> int:
     check_writable(f"{args.out}/metrics.json")
     model = load_model(args)
     metrics = reconstruct(model, args.data, args.out, max_videos=args.max_videos, batch_size=args.batch_size,
-                          pairs=args.pairs, relative=args.relative)
+                          pairs=args.pairs, relative=args.relative,
+                          still_background=args.still_background)
     print(json.dumps(metrics, indent=2))
     if args.evaluate:
         from pathlib import Path

@@ -25,6 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="global batch size, split across processes (default: the config's)")
     p.add_argument("--workers", type=non_negative_int,
                    help="data-loading worker processes (default: half the CPU cores, at most 4)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="bf16: bfloat16 autocast around the forward passes, weights and optimiser in float32, where "
+                        "the device has it (CPUs with AVX512-BF16 or AMX; otherwise fp32, with a note); auto (default): "
+                        "bf16 on CUDA, fp32 on CPU")
     p.add_argument("--download-vgg19", action="store_true",
                    help="allow downloading torchvision's ImageNet VGG19 weights for the perceptual loss when no "
                         "local file is found (default: never use the network; see the README)")
@@ -35,6 +39,6 @@ def run(args) -> int:
 
     last = train(args.config, args.data, args.out, steps=args.steps, resume=args.resume, device=args.device,
                  checkpoint_every=args.checkpoint_every, batch_size=args.batch_size, workers=args.workers,
-                 init=args.init, download_vgg19=args.download_vgg19)
+                 init=args.init, download_vgg19=args.download_vgg19, precision=args.precision)
     print(f"finished: {args.out} ({', '.join(f'{k} {v:.4g}' for k, v in last.items())})")
     return 0

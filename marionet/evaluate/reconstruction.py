@@ -50,7 +50,8 @@ def paired_test_videos(data_dir, videos: list[Path]) -> list[tuple[Path, Path]]:
 
 
 def reconstruct(model, data_dir, out_dir, max_videos: int | None = None, batch_size: int = 8,
-                progress: bool = True, pairs: bool = False, relative: bool = False) -> dict:
+                progress: bool = True, pairs: bool = False, relative: bool = False,
+                still_background: bool = False) -> dict:
     """Run the protocol with an AnimationPipeline; writes OUT/<video>/ PNG frames (OUT/<A>~<B>/ for a
     pair) and OUT/metrics.json. ``max_videos`` limits the videos (pairs) evaluated."""
     from tqdm import tqdm
@@ -76,7 +77,8 @@ def reconstruct(model, data_dir, out_dir, max_videos: int | None = None, batch_s
             own, joints = reconstruction_joints(target, driver, h, model.model.pose.joint_set)
             fake = model.model.transfer(real[0], own, joints[:n], batch_size=batch_size)
         else:
-            fake = model.animate(real[0], driving, relative=relative, batch_size=batch_size)
+            fake = model.animate(real[0], driving, relative=relative, batch_size=batch_size,
+                                 still_background=still_background)
         name = _stem(target) if driver == target else f"{_stem(target)}~{_stem(driver)}"
         with VideoWriter(out_dir / name, fps=fps) as writer:
             for frame in fake:
@@ -94,7 +96,7 @@ def reconstruct(model, data_dir, out_dir, max_videos: int | None = None, batch_s
         metrics.update({f"baseline_{k}": v for k, v in kp_base.result().items()})
         metrics["keypoint_regressor"] = detector.regressor_kind
     metrics.update(videos=len(jobs), frames=frames_total, protocol="cross-identity" if pairs else "same-identity",
-                   motion="relative" if relative else "absolute")
+                   motion="relative" if relative else "absolute", still_background=still_background)
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 

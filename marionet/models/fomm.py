@@ -20,7 +20,8 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from marionet.config import LossWeights, TrainParams, check_divisible, check_values, construct, frame_shape
 from marionet.errors import ConfigError, MarionetError
-from marionet.geometry import RandomTPS, heatmap_to_mean, kp2gaussian, make_coordinate_grid
+from marionet.geometry import (RandomTPS, float32_geometry, geometry_precision, heatmap_to_mean, kp2gaussian,
+                               make_coordinate_grid)
 from marionet.losses import (ImagePyramid, Objective, PerceptualPyramidLoss, detach_kp, keypoint_separation_loss,
                              lsgan_discriminator_loss, lsgan_generator_loss, feature_matching_loss)
 from marionet.models.family import ModelFamily
@@ -53,13 +54,13 @@ class KPDetector(nn.Module):
         if self.scale_factor != 1:
             x = self.down(x)                                          # (B, C, H*s, W*s)
         features = self.predictor(x)                                  # (B, be+C, h, w)
-        logits = self.kp(features)                                    # (B, K, h', w'), h' = h-6 without padding
+        logits = geometry_precision(self.kp(features))                # (B, K, h', w'), h' = h-6 without padding
         b, k, h, w = logits.shape
         heatmap = F.softmax(logits.reshape(b, k, -1) / self.temperature, dim=2).reshape(b, k, h, w)
         # Coordinates live on the heatmap's own grid (the cropped one when pad=0), as in the official code.
         out = {"value": heatmap_to_mean(heatmap), "heatmap": heatmap}  # value (B, K, 2)
         if self.jacobian is not None:
-            maps = self.jacobian(features).reshape(b, self.num_jacobian_maps, 4, h, w)
+            maps = geometry_precision(self.jacobian(features)).reshape(b, self.num_jacobian_maps, 4, h, w)
             jacobian = (heatmap.unsqueeze(2) * maps).reshape(b, k, 4, -1).sum(-1)
             out["jacobian"] = jacobian.reshape(b, k, 2, 2)            # (B, K, 2, 2)
         return out
@@ -180,6 +181,12 @@ class TranslationSearch(nn.Module):
         return (error * inside).sum((2, 3)) / inside.sum((2, 3)).clamp_min(1)
 
 
+@float32_geometry
+def blend_motions(mask: torch.Tensor, motions: torch.Tensor) -> torch.Tensor:
+    """mask (B, K+1, h, w), motions (B, K+1, h, w, 2) -> their mask-weighted sum (B, h, w, 2)."""
+    return torch.einsum("bkhw,bkhwc->bhwc", mask, motions)
+
+
 class DenseMotionNetwork(nn.Module):
     """Sparse keypoint motions -> dense backward flow (driving -> source) and occlusion map.
 
@@ -200,6 +207,7 @@ class DenseMotionNetwork(nn.Module):
         if scale_factor != 1:
             self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
 
+    @float32_geometry
     def sparse_motions(self, h, w, kp_driving, kp_source, background=None):
         """(B, K+1, h, w, 2): the background's motion (the identity, or the (B, 2, 3) affine
         ``background``), then T_k(z) = J_k (z - d_k) + s_k."""
@@ -237,7 +245,7 @@ class DenseMotionNetwork(nn.Module):
         x = torch.cat([heat, sparse_deformed], dim=2).reshape(b, k1 * (c + 1), h, w)
         features = self.hourglass(x)
         mask = F.softmax(self.mask(features), dim=1)                               # (B, K+1, h, w)
-        deformation = torch.einsum("bkhw,bkhwc->bhwc", mask, motions)              # (B, h, w, 2)
+        deformation = blend_motions(mask, motions)                                 # (B, h, w, 2)
         out = {"sparse_deformed": sparse_deformed, "mask": mask, "deformation": deformation}
         if self.occlusion is not None:
             out["occlusion_map"] = torch.sigmoid(self.occlusion(features))         # (B, 1, h, w)
@@ -439,6 +447,22 @@ class FOMMTrainParams(TrainParams):
     loss_weights: FOMMLossWeights = field(default_factory=FOMMLossWeights)
 
 
+@float32_geometry
+def equivariance_terms(transform, kp_driving: dict, kp_t: dict, value_weight: float, jacobian_weight: float) -> dict:
+    """The equivariance losses: keypoints (B, K, 2) of the warped frame, warped back, against the
+    driving frame's; and J_driving^-1 (warp Jacobian x J_warped) against the identity."""
+    losses = {}
+    if value_weight:
+        losses["equivariance_value"] = value_weight * (
+            kp_driving["value"] - transform.warp_coordinates(kp_t["value"])).abs().mean()
+    if jacobian_weight and "jacobian" in kp_t:
+        jac_t = transform.jacobian(kp_t["value"]) @ kp_t["jacobian"]
+        value = torch.inverse(kp_driving["jacobian"]) @ jac_t
+        eye = torch.eye(2, dtype=value.dtype, device=value.device)
+        losses["equivariance_jacobian"] = jacobian_weight * (eye - value).abs().mean()
+    return losses
+
+
 class FOMMObjective(Objective):
     """The official FOMM losses.
 
@@ -497,16 +521,7 @@ class FOMMObjective(Objective):
         transformed = transform.warp_frames(driving, self.align_corners)
         kp_t = self.kp_detector(transformed)
         generated.update(transformed_frame=transformed, transformed_kp=kp_t)
-        losses = {}
-        if w.equivariance_value:
-            losses["equivariance_value"] = w.equivariance_value * (
-                kp_driving["value"] - transform.warp_coordinates(kp_t["value"])).abs().mean()
-        if w.equivariance_jacobian and "jacobian" in kp_t:
-            jac_t = transform.jacobian(kp_t["value"]) @ kp_t["jacobian"]
-            value = torch.inverse(kp_driving["jacobian"]) @ jac_t
-            eye = torch.eye(2, dtype=value.dtype, device=value.device)
-            losses["equivariance_jacobian"] = w.equivariance_jacobian * (eye - value).abs().mean()
-        return losses
+        return equivariance_terms(transform, kp_driving, kp_t, w.equivariance_value, w.equivariance_jacobian)
 
     def discriminator_loss(self, batch: dict, generated: dict, discriminator=None) -> dict:
         """LSGAN discriminator loss on [real; fake] in one call (it normalises per sample, so this equals two)."""

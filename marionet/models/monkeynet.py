@@ -31,7 +31,7 @@ from torch import nn
 from marionet.config import (LossWeights, TrainParams, check_divisible, check_values, construct, frame_shape,
                              parse_section)
 from marionet.errors import ConfigError, MarionetError
-from marionet.geometry import make_coordinate_grid
+from marionet.geometry import float32_geometry, geometry_precision, make_coordinate_grid
 from marionet.losses import Objective, detach_kp, lsgan_discriminator_loss, lsgan_generator_loss
 from marionet.models.family import ModelFamily
 from marionet.nn.attention import DecoderAttention, DiscriminatorAttention, discriminator_gates, parse_attention
@@ -63,6 +63,7 @@ def clip_covariance(covariance: torch.Tensor, min_singular: float) -> torch.Tens
     return torch.clamp(sigma, min=min_singular) * covariance / sigma
 
 
+@float32_geometry
 def heatmap_to_gaussian(heatmap: torch.Tensor, kp_variance="matrix", clip_variance=None) -> dict:
     """Moments of K spatial distributions. heatmap (B, K, h, w), each map summing to 1.
 
@@ -91,6 +92,13 @@ def heatmap_to_gaussian(heatmap: torch.Tensor, kp_variance="matrix", clip_varian
     return out
 
 
+@float32_geometry
+def shift_flow(mask: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """mask (B, K+1, h, w), shift (B, K+1, 2) -> the coarse flow (B, 2, h, w)."""
+    return torch.einsum("bkhw,bkc->bchw", mask, shift)
+
+
+@float32_geometry
 def render_gaussians(kp: dict, spatial_size, kp_variance="matrix") -> torch.Tensor:
     """Unnormalised Gaussians exp(-d^T Sigma^-1 d / 2) at the keypoints: (B, K, 2) -> (B, K, h, w), peak 1."""
     mean = kp["value"]
@@ -140,7 +148,7 @@ class KPDetector(nn.Module):
     def forward(self, x):
         """x (B, C, H, W) -> {"value": (B, K, 2), "covariance": (B, K, 2, 2), "heatmap": (B, K, h, w)}."""
         x = _downscale(x, self.scale_factor)
-        logits = self.predictor(x)                                             # (B, K, h, w)
+        logits = geometry_precision(self.predictor(x))                         # (B, K, h, w)
         b, k, h, w = logits.shape
         heatmap = F.softmax(logits.reshape(b, k, -1) / self.temperature, dim=2).reshape(b, k, h, w)
         out = heatmap_to_gaussian(heatmap, self.kp_variance, self.clip_variance)
@@ -268,7 +276,7 @@ class DenseMotionModule(nn.Module):
             mask = F.softmax(prediction[:, :self.num_kp + 1], dim=1)            # (B, K+1, h, w)
             shift = (kp_source["value"] - kp_driving["value"]).expand(b, -1, -1)
             shift = torch.cat([shift.new_zeros(b, 1, 2), shift], dim=1)         # (B, K+1, 2), bg first
-            flow = flow + torch.einsum("bkhw,bkc->bchw", mask, shift)
+            flow = flow + shift_flow(mask, shift)
             result["mask"] = mask
         if self.use_correction:
             residual = prediction[:, -2:]

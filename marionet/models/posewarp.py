@@ -188,6 +188,18 @@ class PosewarpGenerator(nn.Module):
                 "background": (bg + 1) / 2, "foreground_mask": fg_mask}
 
 
+def composite_on_source(out: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The composite for inference, as (rest (B, 3, H, W), keep (B, 1, H, W)) with the image
+    ``rest + keep x source``: the source's own pixels where its segmentation says background, the
+    filled background only in the hole the person leaves, the foreground on top. Split so that the
+    source's pixels can be taken at its full resolution. Training keeps the original's composite (the
+    filled background everywhere): trained with this one, the model learned to copy the source
+    (docs/posewarp.md)."""
+    s0, m = out["mask"][:, :1], out["foreground_mask"]                             # (B, 1, H, W)
+    keep = (1 - m) * s0
+    return m * out["foreground"] + (1 - m) * (1 - s0) * out["background"], keep
+
+
 class UNetGenerator(nn.Module):
     """The baseline: one U-Net on the source with the source and target pose maps, tanh output."""
 
@@ -253,6 +265,8 @@ def statistics_path(vgg_path, configured=None) -> Path:
 class PoseVgg(nn.Module):
     """The original's truncated VGG19: average instead of max pooling, the 12 ReLU outputs relu1_1 to
     relu4_4, from torchvision's ImageNet weights (RGB in [0, 1], ImageNet normalisation)."""
+
+    frozen_features = True   # the trainer may keep ``features`` in bf16 under bf16 autocast
 
     def __init__(self, vgg_path):
         super().__init__()
@@ -538,12 +552,13 @@ class Posewarp(ModelFamily):
 
     @torch.no_grad()
     def transfer(self, source: np.ndarray, joints_source: np.ndarray, joints_target: np.ndarray,
-                 batch_size: int = 8) -> np.ndarray:
+                 batch_size: int = 8, source_background: bool = True) -> np.ndarray:
         """Render ``source`` (H x W x 3, uint8 or float in [0, 1]) in each pose of ``joints_target``
         (T, 14, 2), its own joints being ``joints_source`` (14, 2); joints in 0-based pixel centres of
         the source. Each pair is brought into the model's frame as in training (``pose_params.normalize``),
         and the result brought back: -> (T, H, W, 3) float32 in [0, 1], the source's size, its own
-        pixels where the model's frame does not reach."""
+        pixels where the model's frame does not reach. ``source_background``: keep the source's
+        background pixels (``composite_on_source``); False gives the original's composite."""
         from marionet.data.video import to_uint8
 
         image = to_uint8(source)
@@ -561,23 +576,33 @@ class Posewarp(ModelFamily):
                 items.append(item)
                 frames.append((scale, poses.frame_offset(scale, center, self.frame)))
             batch = {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}
-            generated = self.generator(batch)["prediction"].clamp(0, 1).float().cpu()
-            for frame, (scale, offset) in zip(generated, frames):
+            result = self.generator(batch)
+            if source_background and "mask" in result:
+                rest, keep = composite_on_source(result)
+            else:
+                rest, keep = result["prediction"].clamp(0, 1), torch.zeros_like(result["prediction"][:, :1])
+            layers = torch.cat([rest, keep], 1).float().cpu()
+            for frame, (scale, offset) in zip(layers, frames):
                 out.append(back_to_source(frame, image, scale, offset))
         return np.stack(out)
 
 
-def back_to_source(generated: torch.Tensor, source: np.ndarray, scale: float, offset) -> np.ndarray:
-    """A generated frame (3, S, S) of the model's frame -> the source's (H, W, 3) float32: source pixel p
-    shows the model frame at scale p + offset (bilinear), the source's own pixel outside it."""
+def back_to_source(layers: torch.Tensor, source: np.ndarray, scale: float, offset) -> np.ndarray:
+    """A generated frame of the model's frame as (rest (3), keep (1), S, S) -> the source's (H, W, 3)
+    float32 image ``rest + keep x source``, clamped to [0, 1]: source pixel p shows the model frame at
+    scale p + offset (bilinear), with the source's own full-resolution pixel where ``keep`` says so, and
+    everywhere the model's frame does not reach."""
     h, w = source.shape[:2]
-    size = generated.shape[1:]
+    size = layers.shape[1:]
     base = torch.from_numpy(np.asarray(source, np.float32) / (255.0 if source.dtype == np.uint8 else 1.0))
     if scale == 1 and np.all(np.asarray(offset) == 0) and (h, w) == tuple(size):
-        return generated.permute(1, 2, 0).numpy()
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
-    x, y = xs * scale + float(offset[0]), ys * scale + float(offset[1])
-    inside = ((x >= 0) & (x <= size[1] - 1) & (y >= 0) & (y <= size[0] - 1)).float()[..., None]
-    grid = torch.stack([2 * x / (size[1] - 1) - 1, 2 * y / (size[0] - 1) - 1], -1).float()[None]
-    sampled = F.grid_sample(generated[None], grid, mode="bilinear", align_corners=True)[0].permute(1, 2, 0)
-    return (inside * sampled + (1 - inside) * base).numpy()
+        sampled, inside = layers.permute(1, 2, 0), torch.ones(h, w, 1)
+    else:
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
+                                indexing="ij")
+        x, y = xs * scale + float(offset[0]), ys * scale + float(offset[1])
+        inside = ((x >= 0) & (x <= size[1] - 1) & (y >= 0) & (y <= size[0] - 1)).float()[..., None]
+        grid = torch.stack([2 * x / (size[1] - 1) - 1, 2 * y / (size[0] - 1) - 1], -1).float()[None]
+        sampled = F.grid_sample(layers[None], grid, mode="bilinear", align_corners=True)[0].permute(1, 2, 0)
+    image = (sampled[..., :3] + sampled[..., 3:] * base).clamp(0, 1)
+    return (inside * image + (1 - inside) * base).numpy()

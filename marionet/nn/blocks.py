@@ -176,9 +176,14 @@ class AntiAliasInterpolation2d(nn.Module):
     def forward(self, x):
         if self.scale == 1.0:
             return x
-        x = F.pad(x, (self.ka, self.kb, self.ka, self.kb))
-        x = F.conv2d(x, self.weight, groups=self.groups)
-        return x[:, :, ::self.stride, ::self.stride]
+        dtype = x.dtype
+        # In float32 under autocast: oneDNN's bfloat16 depthwise convolution with a large kernel (29x29 at
+        # scale 1/8) on channels-last input takes minutes where float32 takes milliseconds.
+        work = torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+        with torch.autocast(x.device.type, enabled=False):
+            x = F.pad(x.to(work), (self.ka, self.kb, self.ka, self.kb))
+            x = F.conv2d(x, self.weight.to(work), groups=self.groups)
+        return x[:, :, ::self.stride, ::self.stride].to(dtype)
 
 
 def vgg_features(config) -> nn.Sequential:

@@ -41,12 +41,13 @@ def _check(kind, size, frames):
 
 
 def render_video(kind: str, size: int, frames: int, seed: int, motion_seed: int | None = None,
-                 shape_seed: int | None = None, fps: float = DEFAULT_FPS):
+                 shape_seed: int | None = None, fps: float = DEFAULT_FPS, still_background: bool = False):
     """Render one puppet video.
 
     ``seed`` picks the identity (proportions and look); ``motion_seed`` (default: ``seed``) the
     joint-angle and global trajectories; ``shape_seed`` (default: ``seed``) overrides the
     proportions only, so two identities with the same shape and motion have identical joints.
+    ``still_background`` stops a panning background (every frame shows frame 0's background).
     Trajectories are prefix-consistent: the first k frames do not depend on ``frames``.
 
     Returns ``(frames uint8 (T, S, S, 3), gt)`` with ``gt`` the dict described in docs/puppets.md.
@@ -60,6 +61,8 @@ def render_video(kind: str, size: int, frames: int, seed: int, motion_seed: int 
     look = k.sample_look(_rng(kind, 1, seed))
     angles, glob = k.sample_motion(_rng(kind, 2, motion_seed), T, float(fps))
     joints, prims, background = k.build(shape, look, angles, glob, size)
+    if still_background:
+        background.pan = (0.0, 0.0)
     video, masks = rasterize(prims, background, T, size)
     joints = quantize(joints).astype(np.float32)
     labels = k.joint_part_labels()
