@@ -77,11 +77,12 @@ def test_existing_run_is_not_overwritten(puppets, config, tmp_path, capsys):
     assert "already holds a run" in capsys.readouterr().err
 
 
-def _ddp_worker(rank, world, port, config, data, out):
+def _ddp_worker(rank, world, port, config, data, out, options=None):
     os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    train(config, data, out, steps=2, checkpoint_every=2, batch_size=4, workers=0, progress=False, dtype=torch.float64)
+    train(config, data, out, steps=2, checkpoint_every=2, batch_size=4, workers=0, progress=False,
+          **(options or {"dtype": torch.float64}))
     torch.distributed.destroy_process_group()
 
 
@@ -217,6 +218,17 @@ def test_bf16_training_matches_float32_to_bf16_rounding(puppets, config, tmp_pat
             assert ra["perceptual"] != rb["perceptual"]           # bf16 did run
     with pytest.raises(MarionetError, match="float32 weights"):
         train(copy.deepcopy(config), puppets, tmp_path / "f64", precision="bf16", dtype=torch.float64, **options)
+
+
+def test_bf16_training_under_ddp(puppets, config, tmp_path):
+    """Two processes with --precision bf16: the synchronised batch norm takes bf16 activations
+    (statistics in float32) and the run ends with finite losses and float32 weights."""
+    mp.spawn(_ddp_worker, args=(2, free_port(), copy.deepcopy(config), str(puppets), str(tmp_path / "ddp"),
+                                {"precision": "bf16"}), nprocs=2, join=True)
+    rows = log_rows(tmp_path / "ddp")
+    assert len(rows) == 2 and all(np.isfinite(float(v)) for r in rows for k, v in r.items() if k != "step")
+    weights = load_file(tmp_path / "ddp" / "model.safetensors")
+    assert all(v.dtype == torch.float32 for v in weights.values() if v.is_floating_point())
 
 
 def test_anti_aliasing_runs_in_float32_under_autocast():

@@ -21,6 +21,8 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x):
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
+        if x.dtype in (torch.bfloat16, torch.float16):   # under autocast: statistics in float32, as BatchNorm2d
+            x = x.float()
         c = x.shape[1]
         # Two passes (mean, then squared deviations): E[x^2] - E[x]^2 loses precision when |mean| >> std.
         count = torch.full((1,), x.numel() / c, dtype=x.dtype, device=x.device)
