@@ -254,16 +254,13 @@ def check_bf16(size: int = 128) -> dict:
         own_losses, _ = trainer.step(batch)
     result = {f"loss {k}": abs(own_losses[k] - float(v)) / abs(float(v)) for k, v in ref_losses.items()}
     for name in ("generator", "kp_detector"):
-        own = dict(getattr(trainer.model, name).named_parameters())
-        old = dict(getattr(before, name).named_parameters())
-        ref = [p.grad.flatten() for _, p in getattr(reference, name).named_parameters() if p.grad is not None]
-        got = [own[k].grad.flatten() for k, p in getattr(reference, name).named_parameters() if p.grad is not None]
-        ref, got = torch.cat(ref), torch.cat(got)
-        result[f"gradient cosine {name}"] = float(torch.nn.functional.cosine_similarity(ref, got, dim=0))
-        moved = torch.cat([(own[k] - old[k]).flatten() for k, _ in getattr(reference, name).named_parameters()])
-        agree = (torch.sign(moved) == -torch.sign(torch.cat([p.grad.flatten() if p.grad is not None else
-                                                              torch.zeros_like(p).flatten()
-                                                              for _, p in getattr(reference, name).named_parameters()])))
+        ref, own, old = (dict(getattr(m, name).named_parameters()) for m in (reference, trainer.model, before))
+        keys = [k for k, p in ref.items() if p.grad is not None]
+        ref_grad = torch.cat([ref[k].grad.flatten() for k in keys])
+        own_grad = torch.cat([own[k].grad.flatten() for k in keys])
+        result[f"gradient cosine {name}"] = float(torch.nn.functional.cosine_similarity(ref_grad, own_grad, dim=0))
+        moved = torch.cat([(own[k] - old[k]).flatten() for k in keys])
+        agree = torch.sign(moved) == -torch.sign(ref_grad)
         result[f"same direction {name}"] = float(agree.float().mean())
     print(f"bf16 autocast step against the float32 reference ({size}x{size}, same weights and batch):")
     for k, v in result.items():
@@ -275,7 +272,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--size", type=int, help="frame size (default: 256 for timing, 128 for the checks)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--check", action="store_true", help="weights after one step against the reference (float64)")
     ap.add_argument("--check-bf16", action="store_true", help="a bf16 autocast step against the float32 reference")
@@ -283,13 +280,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.check:
-        check()
+    if args.check or args.check_bf16:
+        (check if args.check else check_bf16)(args.size or 128)
         return
-    if args.check_bf16:
-        check_bf16()
-        return
-    compare(args.steps, args.repeats, args.size, loop=not args.no_loop)
+    compare(args.steps, args.repeats, args.size or 256, loop=not args.no_loop)
 
 
 if __name__ == "__main__":

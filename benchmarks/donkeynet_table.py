@@ -116,20 +116,13 @@ def pairing(work: Path, models: list[str]) -> None:
             print(f"  {source:<36}{split:<8}{acc['found']:>12}{acc['precision']:>11.3f}{acc['recall']:>8.3f}")
 
 
-def _frames(video: Path):
-    import numpy as np
-    from PIL import Image
-
-    return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in sorted(video.glob("*.png"))]) \
-        .astype(np.float32) / 255
-
-
 def bounds(heldout: Path, work: Path) -> None:
     """Cross-identity L1 of two renderings of A in the shared motion, against A's real frames."""
     import numpy as np
 
     from marionet.data.pairs import video_pairs
     from marionet.data.puppets import ground_truth_path, load_ground_truth, render_video
+    from marionet.data.video import open_video
 
     test = sorted((heldout / "test").iterdir())
     sums = {"copy the source": 0.0, "A, background still": 0.0, "A with B's proportions, background still": 0.0}
@@ -142,7 +135,8 @@ def bounds(heldout: Path, work: Path) -> None:
                                .astype(np.float32) / 255
                                for options in ({}, {"still_background": True},
                                                {"still_background": True, "shape_seed": int(gb["shape_seed"])}))
-        assert np.array_equal(real, _frames(a)), f"{a}: not re-rendered as written"
+        with open_video(a) as reader:
+            assert np.array_equal(real, np.stack(list(reader)).astype(np.float32) / 255), f"{a}: not re-rendered as written"
         for name, fake in zip(sums, (real[:1], still, shaped)):
             sums[name] += float(np.abs(fake - real).mean())
     result = {name: total / len(pairs) for name, total in sums.items()}

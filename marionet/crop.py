@@ -99,16 +99,17 @@ def feather(size: tuple[int, int], width: float = 0.08) -> np.ndarray:
     return np.outer(ramp(size[0]), ramp(size[1])).astype(np.float32)
 
 
-def paste(background: np.ndarray, patch: np.ndarray, square) -> np.ndarray:
+def paste(background: np.ndarray, patch: np.ndarray, square, weight: np.ndarray | None = None) -> np.ndarray:
     """``background`` (H, W, 3) float with ``patch`` (h, w, 3) resized onto ``square`` and blended with
-    feathered edges; every pixel outside the square is returned unchanged."""
+    feathered edges (``weight``: ``feather`` of the square's size, computed when not given); every
+    pixel outside the square is returned unchanged."""
     x0, y0, x1, y1 = (int(v) for v in square)
     h, w = background.shape[:2]
     left, top, right, bottom = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
     if right <= left or bottom <= top:
         return background
     resized = tensor_to_frames(resize_frames(frames_to_tensor(patch), (y1 - y0, x1 - x0)))[0]
-    weight = feather((y1 - y0, x1 - x0))[..., None]
+    weight = (feather((y1 - y0, x1 - x0)) if weight is None else weight)[..., None]
     inside = (slice(top - y0, bottom - y0), slice(left - x0, right - x0))
     out = background.copy()
     region = out[top:bottom, left:right]
@@ -184,8 +185,10 @@ def animate_in_place(pipeline, source: np.ndarray, open_driving, crop: str = "fa
         yield from results
         return
     background = source.astype(np.float32) / 255 if source.dtype == np.uint8 else source.astype(np.float32)
+    x0, y0, x1, y1 = (int(v) for v in square)
+    weight = feather((y1 - y0, x1 - x0))      # the same square for every frame
     for frame in results:
-        yield paste(background, frame, square)
+        yield paste(background, frame, square, weight)
 
 
 # ------------------------------------------------------------------------------------------------ best frame

@@ -116,14 +116,10 @@ class AnimationPipeline:
         ``crop="face"|"body"``: animate the subject found in the source and paste it back, so frames are
         (T, H, W, 3), the source's size (``marionet.crop``); ``best_frame``: start from the driving frame
         whose face pose is closest to the source's; ``still_background``: see ``animate_stream``."""
-        if crop != "none" or best_frame:
-            from marionet.crop import animate_in_place
+        from marionet.crop import animate_in_place
 
-            frames = list(animate_in_place(self, source, lambda: iter(driving), crop, driving_crop, best_frame,
-                                           relative, adapt_scale, batch_size, fit, still_background=still_background))
-        else:
-            frames = list(self.animate_stream(source, driving, relative, adapt_scale, batch_size, fit,
-                                              still_background))
+        frames = list(animate_in_place(self, source, lambda: iter(driving), crop, driving_crop, best_frame,
+                                       relative, adapt_scale, batch_size, fit, still_background=still_background))
         if not frames:
             raise ValueError("the driving video has no frames")
         return np.stack(frames)

@@ -241,10 +241,9 @@ class Trainer:
 
     def to_device(self, batch: dict) -> dict:
         dtype = self.options.dtype
-        batch = {k: (v.to(self.device, dtype if v.is_floating_point() else None, non_blocking=True)
-                     if torch.is_tensor(v) else v) for k, v in batch.items()}
-        return {k: v.contiguous(memory_format=self.memory_format) if torch.is_tensor(v) and v.dim() == 4 else v
-                for k, v in batch.items()}
+        return {k: (v.to(self.device, dtype if v.is_floating_point() else None, non_blocking=True,
+                         memory_format=self.memory_format if v.dim() == 4 else torch.preserve_format)
+                    if torch.is_tensor(v) else v) for k, v in batch.items()}
 
     def step(self, batch: dict) -> tuple[dict[str, float], dict]:
         """One optimisation step of every trained network on a batch already on the device

@@ -137,7 +137,10 @@ class Animator:
                     open_video(driving) as shown:
                 for i, (frame, real) in enumerate(zip(frames, shown)):
                     out.write(frame)
-                    pair.write(_side_by_side(image, real, frame))
+                    h = frame.shape[0] - frame.shape[0] % 2                # source | driving | result
+                    if i == 0:
+                        source_tile = _tile(image, h)                         # the same for every frame
+                    pair.write(np.concatenate([source_tile, _tile(real, h), _tile(frame, h)], axis=1))
                     progress((i + 1) / max(count, i + 1), desc="animating")
             return str(result), str(side)
         except BaseException:
@@ -145,18 +148,14 @@ class Animator:
             raise
 
 
-def _side_by_side(source, driving, result) -> np.ndarray:
-    """source | driving | result at the result's height (uint8)."""
+def _tile(image, h: int) -> np.ndarray:
+    """``image`` resized to height ``h`` (even), its aspect ratio kept to an even width (uint8)."""
     from marionet.data.frames import frames_to_tensor, resize_frames, tensor_to_frames
     from marionet.data.video import to_uint8
 
-    h = result.shape[0] - result.shape[0] % 2
-    tiles = []
-    for image in (source, driving, result):
-        x = frames_to_tensor(image)
-        width = max(2, round(x.shape[3] * h / x.shape[2] / 2) * 2)
-        tiles.append(to_uint8(tensor_to_frames(resize_frames(x, (h, width)))[0]))
-    return np.concatenate(tiles, axis=1)
+    x = frames_to_tensor(image)
+    width = max(2, round(x.shape[3] * h / x.shape[2] / 2) * 2)
+    return to_uint8(tensor_to_frames(resize_frames(x, (h, width)))[0])
 
 
 def build_page(animator: Animator):

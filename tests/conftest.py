@@ -23,6 +23,14 @@ def fixtures() -> Path:
 
 
 @pytest.fixture(autouse=True)
+def restore_threads():
+    """A test that narrows torch to one thread (DDP workers, timing) does not slow the tests after it."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
 def no_network():
     before = len(netguard.attempts)
     yield

@@ -18,7 +18,7 @@ from marionet.data.puppets import synthesize
 from marionet.models.donkeynet import DonkeyNet
 from marionet.train import train
 
-from test_train import _ddp_worker, free_port
+from test_train import _ddp_worker, assert_training_moved, free_port
 
 TINY = Path(__file__).parent / "fixtures" / "donkey-net" / "tiny.yaml"
 OPTIONS = dict(checkpoint_every=2, batch_size=2, workers=0, progress=False)
@@ -68,6 +68,7 @@ def test_ddp_two_processes_equal_one(pairs, config, tmp_path):
     a, b = load_file(single / "model.safetensors"), load_file(ddp / "model.safetensors")
     diff = max((a[k] - b[k]).abs().max().item() for k in a if a[k].is_floating_point())
     assert diff < 1e-7, diff
+    assert_training_moved(config, tmp_path, a)                           # ...and it trained
     for ra, rb in zip(rows(single), rows(ddp)):
         for key in ra:
             if key != "seconds":

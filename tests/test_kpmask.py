@@ -19,7 +19,7 @@ from marionet.models import build_model
 from marionet.models.kpmask import CIRCLE_VARIANCE, KPMask, masks_from_logits, normalise_and_pad
 from marionet.train import Trainer, RunOptions, train
 from test_bad_input import run_cli, snapshot
-from test_train import _ddp_worker, free_port
+from test_train import _ddp_worker, assert_training_moved, free_port
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +157,7 @@ def test_ddp_two_processes_equal_one_process(config, puppets, tmp_path):
              join=True)
     a, b = load_file(tmp_path / "single" / "model.safetensors"), load_file(tmp_path / "ddp" / "model.safetensors")
     assert max((a[k] - b[k]).abs().max().item() for k in a if a[k].is_floating_point()) < 1e-7
+    assert_training_moved(config, tmp_path, a)                           # ...and it trained
 
 
 def test_init_rules(paths, config):

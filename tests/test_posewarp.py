@@ -186,7 +186,7 @@ def test_composite_on_source_keeps_the_source_background_and_fills_only_the_hole
     # on a photo larger than the model's frame, the kept pixels are the photo's own, at full resolution
     photo = np.random.default_rng(0).random((8, 8, 3)).astype(np.float32)
     layers = torch.cat([rest, keep], 1)[0]
-    full = back_to_source(layers, photo, 0.5, (0.0, 0.0))                  # photo pixel p <- frame p / 2
+    full = back_to_source(layers, torch.from_numpy(photo), 0.5, (0.0, 0.0))                  # photo pixel p <- frame p / 2
     assert full.shape == (8, 8, 3)
     np.testing.assert_allclose(full[2:, :2], photo[2:, :2], atol=1e-6)      # background: the photo itself
     np.testing.assert_allclose(full[:1, :7], 0.9, atol=1e-6)   # the foreground (column 7 is past the frame)

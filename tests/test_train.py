@@ -114,6 +114,13 @@ def test_ddp_two_processes_equal_one_process_on_the_whole_batch(puppets, config,
                 assert float(ra[key]) == pytest.approx(float(rb[key]), rel=1e-7), key
 
 
+def assert_training_moved(config, tmp_path, weights: dict) -> None:
+    """``weights`` (a run's, float) are not the initial ones of ``config``: a DDP comparison is not vacuous."""
+    init = load_file(_initial_weights(config, tmp_path))
+    assert max((weights[k] - init[k].to(weights[k].dtype)).abs().max().item()
+               for k in weights if weights[k].is_floating_point()) > 1e-4
+
+
 def _initial_weights(config, tmp_path):
     from marionet.checkpoints import save_checkpoint
     from marionet.models import build_model

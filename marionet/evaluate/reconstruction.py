@@ -27,7 +27,6 @@ from marionet.evaluate.keypoint_regressor import weights_path
 from marionet.evaluate.metrics import KeypointAgreement, KeypointDetector
 from marionet.files import atomic_write_text
 
-PAIRS_FILE = "pairs.csv"
 
 
 def puppet_kind(video: Path) -> str | None:

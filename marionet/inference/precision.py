@@ -20,6 +20,7 @@ warps, the softmaxes and all keypoint geometry (means, Jacobian inverses, relati
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 
@@ -37,6 +38,7 @@ FLOAT32_UNDER_INT8 = ("kp_detector",)
 _FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
 
 
+@functools.cache   # read once: /proc/cpuinfo does not change while we run
 def cpu_features() -> dict:
     """What this CPU offers for reduced precision: torch's own detection plus /proc/cpuinfo's flags (Linux)."""
     def probe(name):

@@ -26,7 +26,7 @@ from torch import nn
 
 from marionet.config import TrainParams, check_divisible, check_values, construct, frame_shape
 from marionet.errors import ConfigError, MarionetError
-from marionet.geometry import heatmap_to_mean, kp2gaussian
+from marionet.geometry import geometry_precision, heatmap_to_mean, kp2gaussian
 from marionet.losses import ImagePyramid, Objective, PerceptualPyramidLoss
 from marionet.models.family import ModelFamily
 from marionet.models.fomm import FOMMLossWeights, KPDetector
@@ -58,7 +58,7 @@ def raw_keypoint_maps(detector: KPDetector, frames: torch.Tensor) -> tuple[torch
     """frames (B, C, H, W) -> the detector's K keypoint logits (B, K, h, w) before the softmax, and
     the size S of its input (H, W) x scale_factor, which the masks are padded back to."""
     x = detector.down(frames) if detector.scale_factor != 1 else frames
-    return detector.kp(detector.predictor(x)), tuple(x.shape[2:])
+    return geometry_precision(detector.kp(detector.predictor(x))), tuple(x.shape[2:])   # as KPDetector.forward
 
 
 def draw_circles(value: torch.Tensor, size) -> torch.Tensor:
@@ -333,9 +333,6 @@ class KPMask(ModelFamily):
         size = kp_driving["mask"].shape[1:]
         return {"value": value, "mask": normalise_and_pad(draw_circles(value, size), size),
                 "source_mask": normalise_and_pad(draw_circles(kp_source["value"], size), size)}
-
-    def encode_source(self, source: torch.Tensor):
-        return self.generator.encode_source(source)
 
     def generate(self, source, kp_source, kp_driving, source_features=None, background=None):
         mask_source = kp_driving.get("source_mask", kp_source["mask"])

@@ -375,13 +375,13 @@ class PosewarpObjective(Objective):
         self.weights = w = params.loss_weights
         self.warmup = params.discriminator_warmup
         self.pyramid = ImagePyramid(params.scales)
-        self.perceptual = PerceptualPyramidLoss(w.perceptual, params.perceptual_backbone, params.vgg19_weights)
-        self.feature = None
-        if self.perceptual.backbone == "vgg19":   # weights found: the original's normalised feature loss
-            vgg_path = find_vgg19_weights(params.vgg19_weights)
+        vgg_path = find_vgg19_weights(params.vgg19_weights) if params.perceptual_backbone == "vgg19" else None
+        self.perceptual = self.feature = None
+        if vgg_path is not None:   # the original's normalised feature loss
             self.feature = NormalizedFeatureLoss(vgg_path, statistics_path(vgg_path, params.vgg_statistics),
                                                  params.vgg_reg)
-            self.perceptual = None
+        else:                      # the pixel-pyramid fallback (or the backbone the config names)
+            self.perceptual = PerceptualPyramidLoss(w.perceptual, params.perceptual_backbone, params.vgg19_weights)
         self.trains_discriminator = bool(w.generator_gan)
         if self.trains_discriminator and model.discriminator is None:
             raise MarionetError("train_params.loss_weights.generator_gan: needs model_params.discriminator_params")
@@ -562,19 +562,21 @@ class Posewarp(ModelFamily):
         from marionet.data.video import to_uint8
 
         image = to_uint8(source)
+        base = torch.from_numpy(image.astype(np.float32) / 255)                  # (H, W, 3), for back_to_source
+        source_box = poses.joints_bbox(joints_source)
         device = next(self.parameters()).device
         out = []
         for start in range(0, len(joints_target), batch_size):
             items, frames = [], []
             for tgt in joints_target[start:start + batch_size]:
-                scale, center = poses.pair_frame(joints_source, tgt, poses.joints_bbox(joints_source),
-                                                 poses.joints_bbox(tgt), image.shape, self.frame, self.pose)
+                scale, center = poses.pair_frame(joints_source, tgt, source_box, poses.joints_bbox(tgt),
+                                                 image.shape, self.frame, self.pose)
                 moved, j_src = poses.center_and_scale(image, joints_source, center, scale, self.frame)
-                j_tgt = np.asarray(tgt, np.float64) * scale + poses.frame_offset(scale, center, self.frame)
-                item = self.inputs(j_src, j_tgt)
+                offset = poses.frame_offset(scale, center, self.frame)
+                item = self.inputs(j_src, np.asarray(tgt, np.float64) * scale + offset)
                 item["source"] = torch.from_numpy(moved).permute(2, 0, 1).float() / 255
                 items.append(item)
-                frames.append((scale, poses.frame_offset(scale, center, self.frame)))
+                frames.append((scale, offset))
             batch = {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}
             result = self.generator(batch)
             if source_background and "mask" in result:
@@ -583,18 +585,17 @@ class Posewarp(ModelFamily):
                 rest, keep = result["prediction"].clamp(0, 1), torch.zeros_like(result["prediction"][:, :1])
             layers = torch.cat([rest, keep], 1).float().cpu()
             for frame, (scale, offset) in zip(layers, frames):
-                out.append(back_to_source(frame, image, scale, offset))
+                out.append(back_to_source(frame, base, scale, offset))
         return np.stack(out)
 
 
-def back_to_source(layers: torch.Tensor, source: np.ndarray, scale: float, offset) -> np.ndarray:
+def back_to_source(layers: torch.Tensor, base: torch.Tensor, scale: float, offset) -> np.ndarray:
     """A generated frame of the model's frame as (rest (3), keep (1), S, S) -> the source's (H, W, 3)
-    float32 image ``rest + keep x source``, clamped to [0, 1]: source pixel p shows the model frame at
-    scale p + offset (bilinear), with the source's own full-resolution pixel where ``keep`` says so, and
-    everywhere the model's frame does not reach."""
-    h, w = source.shape[:2]
+    float32 image ``rest + keep x base``, ``base`` the source (H, W, 3) float in [0, 1], clamped to
+    [0, 1]: source pixel p shows the model frame at scale p + offset (bilinear), with the source's own
+    full-resolution pixel where ``keep`` says so, and everywhere the model's frame does not reach."""
+    h, w = base.shape[:2]
     size = layers.shape[1:]
-    base = torch.from_numpy(np.asarray(source, np.float32) / (255.0 if source.dtype == np.uint8 else 1.0))
     if scale == 1 and np.all(np.asarray(offset) == 0) and (h, w) == tuple(size):
         sampled, inside = layers.permute(1, 2, 0), torch.ones(h, w, 1)
     else:
