@@ -84,7 +84,7 @@ def load_backend(args):
     """The pipeline of the model arguments on --backend, its convolutions at --precision."""
     import sys
 
-    from marionet.cli.common import load_model
+    from marionet.cli.common import load_model, model_source
     from marionet.errors import MarionetError
 
     if args.backend == "onnxruntime":
@@ -93,12 +93,7 @@ def load_backend(args):
         if args.precision != "fp32":
             raise MarionetError(f"--precision {args.precision}: only with --backend torch (onnxruntime runs the "
                                 "exported float32 graphs)")
-        if args.model and args.checkpoint:
-            raise MarionetError("give --model or --checkpoint, not both")
-        checkpoint = args.model or args.checkpoint
-        if checkpoint is None and not (args.config and args.allow_untrained):
-            load_model(args)  # the same one-line refusal as the torch backend
-        return onnx_pipeline(checkpoint, args.config, args.device,
+        return onnx_pipeline(model_source(args), args.config, args.device,
                              progress=lambda step: print(f"onnxruntime: {step}", file=sys.stderr))
     pipeline = load_model(args).optimized(args.precision, inplace=True)
     if pipeline.precision != args.precision:

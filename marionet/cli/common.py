@@ -39,9 +39,9 @@ def add_model_arguments(p: argparse.ArgumentParser, untrained: bool = False) -> 
                        help="with --config and no checkpoint: run the model with random weights (for testing)")
 
 
-def load_model(args):
-    """The pipeline the model arguments name; refuses an untrained model unless --allow-untrained."""
-    import marionet
+def model_source(args) -> str | None:
+    """The checkpoint the model arguments name (a built-in name or a path), or None for an untrained
+    ``--config`` model, which needs --allow-untrained; MarionetError otherwise."""
     from marionet.checkpoints import builtin_checkpoint
     from marionet.errors import MarionetError
 
@@ -49,16 +49,24 @@ def load_model(args):
         raise MarionetError("give --model or --checkpoint, not both")
     if args.model:
         builtin_checkpoint(args.model)  # an unknown name: the error lists the built-in models
-    elif args.checkpoint is None:
-        if args.config is None or not getattr(args, "allow_untrained", False):
-            raise MarionetError("give --model NAME or --checkpoint FILE (with --config for an official checkpoint), e.g. "
-                                "--model faces for a photo of a face (no download); --config alone would run the "
-                                "model with random weights (add --allow-untrained for that)")
+    elif args.checkpoint is None and (args.config is None or not getattr(args, "allow_untrained", False)):
+        raise MarionetError("give --model NAME or --checkpoint FILE (with --config for an official checkpoint), e.g. "
+                            "--model faces for a photo of a face (no download); --config alone would run the "
+                            "model with random weights (add --allow-untrained for that)")
+    return args.model or args.checkpoint
+
+
+def load_model(args):
+    """The pipeline the model arguments name (``model_source``)."""
+    import marionet
+
+    source = model_source(args)
+    if source is None:
         import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return marionet.load(config=args.config, device=args.device)
-    return marionet.load(checkpoint=args.model or args.checkpoint, config=args.config, device=args.device)
+    return marionet.load(checkpoint=source, config=args.config, device=args.device)
 
 
 def check_output(path, suffixes=OUTPUT_SUFFIXES) -> Path:

@@ -18,7 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import sys
 
-    from marionet.cli.common import load_model
+    from marionet.checkpoints import resolve_checkpoint
+    from marionet.cli.common import load_model, model_source
     from marionet.errors import MarionetError
     from marionet.export import export_onnx, require
     from marionet.files import check_writable
@@ -30,11 +31,8 @@ def run(args) -> int:
     require("onnxscript")
     require("onnxruntime")
     pipeline = load_model(args)
-    checkpoint = None
-    if args.model or args.checkpoint:
-        from marionet.checkpoints import resolve_checkpoint
-
-        checkpoint = resolve_checkpoint(args.model or args.checkpoint)
+    source = model_source(args)
+    checkpoint = resolve_checkpoint(source) if source else None
     manifest = export_onnx(pipeline, args.out, checkpoint=checkpoint,
                            progress=lambda step: print(f"export: {step}", file=sys.stderr))
     worst = max(manifest["max_abs_diff"].values())
