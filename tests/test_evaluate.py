@@ -158,3 +158,10 @@ def test_learned_metrics_from_user_weights(carphone, tmp_path, capsys):
     assert main(["evaluate", "--real", str(tmp_path / "real.mp4"), "--generated", str(tmp_path / "real.mp4"),
                  "--out", str(tmp_path / "x"), "--fid", str(tmp_path / "bad.pth")]) == 2
     assert "bad.pth: not a readable Inception state dict" in capsys.readouterr().err
+
+
+def test_the_command_line_lists_the_kinds_the_metrics_know():
+    from marionet.cli.evaluate import KINDS
+    from marionet.evaluate import metrics
+
+    assert KINDS == metrics.KINDS

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from marionet.cli.common import add_model_arguments, positive_int
+from marionet.cli.evaluate import KINDS   # marionet.evaluate.metrics.KINDS, without its imports at start-up
 
 HELP = ("reconstruct each test video from its first frame (or, with --pairs, from another identity's first frame "
         "in the same motion); write the frames and metrics.json (l1, akd, mkr)")
@@ -24,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--evaluate", action="store_true",
                    help="also run `marionet evaluate` on the output (OUT/evaluation/: PSNR, SSIM, per-frame curves, "
                         "worst frames; AKD/MKR/AED with --kind)")
-    p.add_argument("--kind", choices=("face", "body", "humanoid", "quadruped", "face-puppet"),
+    p.add_argument("--kind", choices=KINDS,
                    help="with --evaluate: the keypoint estimator (default: the puppets' own for puppet data)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="frames per forward pass (default: 8)")
 

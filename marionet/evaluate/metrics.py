@@ -66,7 +66,7 @@ class KeypointDetector:
             self.num_points = len(self._regressor.joint_names)
 
     def __call__(self, frames) -> tuple[np.ndarray, np.ndarray]:
-        frames = to_uint8(np.asarray(frames)) if np.asarray(frames).dtype != np.uint8 else np.asarray(frames)
+        frames = to_uint8(frames)                                              # uint8 passes through
         if self.kind in ("face", "body"):
             points = np.zeros((len(frames), self.num_points, 2), np.float32)
             found = np.zeros((len(frames), self.num_points), bool)
